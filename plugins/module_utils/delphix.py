@@ -1,0 +1,458 @@
+# -*- coding: utf-8 -*-
+# Copyright: orchestra.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Client for the Delphix Masking Engine REST API (one instance per engine).
+
+Facts it honours are in DELPHIX_MASKING_API.md: raw token in the Authorization header, one re-login on 401,
+any 2xx, snake_case query parameters, paged lists, and a start that never double-starts after a lost answer.
+Retries with backoff only where a retry is safe (GETs, login); a POST whose answer is lost is reconciled
+through the job's executions before anything is sent again.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type  # pylint: disable=invalid-name
+
+import hashlib
+import threading
+import time
+import traceback
+from datetime import datetime, timedelta, timezone
+from typing import Any, Dict, List, Optional
+
+from ansible.module_utils.basic import missing_required_lib
+from ansible_collections.orchestra.fleet.plugins.module_utils.delphix_parse import (
+    TERMINAL, Execution, backoff_delay, choose_adoption, error_kind, is_page_out_of_range, more_pages,
+    page_items, parse_execution, select_job,
+)
+
+try:
+    import requests
+    HAS_REQUESTS = True
+    REQUESTS_IMPORT_ERROR = None
+except ImportError:  # pragma: no cover - exercised by ansible-test's import sanity test
+    requests = None
+    HAS_REQUESTS = False
+    REQUESTS_IMPORT_ERROR = traceback.format_exc()
+
+__all__ = ['TERMINAL', 'Execution', 'MaskingEngineClient', 'DelphixError', 'DelphixAuthError', 'DelphixNotFound',
+           'DelphixConflict', 'DelphixUnavailable', 'DelphixAmbiguous', 'HAS_REQUESTS', 'REQUESTS_IMPORT_ERROR']
+
+API_ROOT = '/masking/api'
+PAGE_SIZE = 100
+MAX_PAGES = 10000
+
+
+class DelphixError(Exception):
+    """An engine call failed. .status: HTTP code or None; .engine_message: the engine's errorMessage."""
+
+    def __init__(self, message, status=None, engine_message=None, url=None):
+        super(DelphixError, self).__init__(message)
+        self.status = status
+        self.engine_message = engine_message
+        self.url = url
+
+
+class DelphixAuthError(DelphixError):
+    """Login refused, or 401 again right after a fresh login."""
+
+
+class DelphixNotFound(DelphixError):
+    """404, or a jobName that is not on this engine."""
+
+
+class DelphixConflict(DelphixError):
+    """409: e.g. the job is already running or queued on the engine."""
+
+
+class DelphixUnavailable(DelphixError):
+    """Transient: connection refused/reset, timeout, 5xx after the safe retries.
+
+    .outcome_unknown is True when the request may have reached the engine (read timeout, reset, 5xx),
+    so an unsafe call may or may not have taken effect.
+    """
+
+    def __init__(self, message, status=None, engine_message=None, url=None, outcome_unknown=True):
+        super(DelphixUnavailable, self).__init__(message, status, engine_message, url)
+        self.outcome_unknown = outcome_unknown
+
+
+class DelphixAmbiguous(DelphixError):
+    """A jobName matches several jobs and no environment narrows it."""
+
+
+ERRORS = {'auth': DelphixAuthError, 'not_found': DelphixNotFound, 'conflict': DelphixConflict,
+          'unavailable': DelphixUnavailable, 'error': DelphixError}
+
+# Tokens survive client instances in one process (a queue step builds clients per engine repeatedly).
+_TOKENS = {}  # type: Dict[tuple, str]
+_TOKENS_LOCK = threading.Lock()
+
+
+def api_base(base_url, api_version=None):
+    """http://host:8282[/masking/api] (+ api_version) -> the API base URL without a trailing slash."""
+    base = base_url.rstrip('/')
+    if not base.endswith(API_ROOT):
+        base += API_ROOT
+    if api_version:
+        base += '/v' + str(api_version).lstrip('vV')
+    return base
+
+
+def utcnow():
+    return datetime.now(timezone.utc)
+
+
+class MaskingEngineClient:
+    """One masking engine: session, token, job-id cache; safe retries; lost-answer-safe start."""
+
+    def __init__(self, base_url, username, password, timeout=30.0, verify=True, api_version=None, retries=3,
+                 backoff=0.5, clock_skew=5.0, page_size=PAGE_SIZE, sleep=time.sleep):
+        if not HAS_REQUESTS:
+            raise DelphixError(missing_required_lib('requests'))
+        self.base = api_base(base_url, api_version)
+        self.username = username
+        self._password = password
+        self.timeout = timeout
+        self.retries = max(0, int(retries))
+        self.backoff = float(backoff)
+        self.clock_skew = timedelta(seconds=float(clock_skew))
+        self.page_size = int(page_size)
+        self._sleep = sleep
+        self._session = requests.Session()
+        self._session.verify = verify
+        self._session.headers.update({'Accept': 'application/json'})
+        self._cache_key = (self.base, username, hashlib.sha256(password.encode('utf-8')).hexdigest())
+        self._login_lock = threading.Lock()
+        self._job_ids = {}  # type: Dict[tuple, int]
+
+    def __repr__(self):
+        return 'MaskingEngineClient(%r, user=%r)' % (self.base, self.username)
+
+    # ---- session ---------------------------------------------------------------------------
+    @property
+    def _token(self):
+        with _TOKENS_LOCK:
+            return _TOKENS.get(self._cache_key)
+
+    def _set_token(self, token):
+        with _TOKENS_LOCK:
+            if token is None:
+                _TOKENS.pop(self._cache_key, None)
+            else:
+                _TOKENS[self._cache_key] = token
+
+    def login(self):
+        # type: () -> None
+        """POST /login; caches the token for this engine and user."""
+        with self._login_lock:
+            body = self._call('POST', '/login', body={'username': self.username, 'password': self._password},
+                              safe=True, auth=False)
+            token = body.get('Authorization') if isinstance(body, dict) else None
+            if not token:
+                raise DelphixAuthError('login to %s answered without an Authorization token' % self.base,
+                                       url=self.base + '/login')
+            self._set_token(token)
+
+    def logout(self):
+        # type: () -> None
+        """PUT /logout; a token the engine already dropped is fine."""
+        if self._token is None:
+            return
+        try:
+            self._call('PUT', '/logout', safe=False, relogin=False)
+        except (DelphixAuthError, DelphixUnavailable):
+            pass
+        finally:
+            self._set_token(None)
+
+    # ---- transport -------------------------------------------------------------------------
+    def _send(self, method, url, params, body):
+        headers = {}
+        token = self._token
+        if token:
+            headers['Authorization'] = token  # raw token, no "Bearer"
+        return self._session.request(method, url, params=params, json=body, headers=headers, timeout=self.timeout)
+
+    def _call(self, method, path, params=None, body=None, safe=False, auth=True, relogin=True):
+        """One API call -> parsed JSON (None for an empty 2xx). Raises the mapped DelphixError.
+
+        safe: may be retried with backoff on transient failures. auth: needs a token (logs in first).
+        """
+        url = self.base + path
+        retried, relogged = 0, not relogin
+        while True:
+            if auth and self._token is None:
+                self.login()
+            try:
+                response = self._send(method, url, params, body)
+            except requests.exceptions.RequestException as exc:
+                failure = DelphixUnavailable('%s %s failed: %s' % (method, url, _short(exc)), url=url,
+                                             outcome_unknown=_maybe_delivered(exc))
+                if safe and retried < self.retries:
+                    retried += 1
+                    self._sleep(backoff_delay(retried, self.backoff))
+                    continue
+                raise failure
+            if 200 <= response.status_code < 300:
+                return _json_or_none(response, url)
+            message = _engine_message(response)
+            if response.status_code == 401 and auth and not relogged:
+                relogged = True  # expired or revoked token: log in again, retry once
+                self._set_token(None)
+                continue
+            kind = error_kind(response.status_code)
+            if kind == 'unavailable' and safe and retried < self.retries:
+                retried += 1
+                self._sleep(backoff_delay(retried, self.backoff))
+                continue
+            text = '%s %s -> HTTP %d%s' % (method, url, response.status_code, ': ' + message if message else '')
+            raise ERRORS[kind](text, status=response.status_code, engine_message=message, url=url)
+
+    def _get(self, path, params=None):
+        return self._call('GET', path, params=params, safe=True)
+
+    def _list(self, path, params=None):
+        """Every item of a paged list."""
+        items = []  # type: List[Any]
+        page = 1
+        while page <= MAX_PAGES:
+            query = dict(params or {}, page_number=page, page_size=self.page_size)
+            try:
+                body = self._get(path, query)
+            except DelphixError as exc:
+                if page > 1 and is_page_out_of_range(exc.engine_message):
+                    break  # the list shrank while we read it
+                raise
+            try:
+                chunk, total = page_items(body)
+            except ValueError as exc:
+                raise DelphixError('%s: %s' % (self.base + path, exc), url=self.base + path)
+            items.extend(chunk)
+            if not more_pages(len(items), len(chunk), total, self.page_size):
+                break
+            page += 1
+        return items
+
+    # ---- catalogue -------------------------------------------------------------------------
+    def system_information(self):
+        # type: () -> Dict[str, Any]
+        return self._get('/system-information')
+
+    def application_settings(self, setting_group=None):
+        # type: (Optional[str]) -> List[Dict[str, Any]]
+        return self._list('/application-settings', {'setting_group': setting_group} if setting_group else None)
+
+    def list_environments(self):
+        # type: () -> List[Dict[str, Any]]
+        return self._list('/environments')
+
+    def list_jobs(self, environment_id=None):
+        # type: (Optional[int]) -> List[Dict[str, Any]]
+        return self._list('/masking-jobs', {'environment_id': environment_id} if environment_id is not None else None)
+
+    def resolve_job(self, job_name, environment=None):
+        # type: (str, Optional[str]) -> int
+        """jobName (+ environment name or id) -> maskingJobId on THIS engine; cached per client."""
+        key = (job_name, None if environment is None else str(environment))
+        if key not in self._job_ids:
+            self._job_ids[key] = self._resolve(job_name, key[1])
+        return self._job_ids[key]
+
+    def forget_jobs(self):
+        # type: () -> None
+        """Drop cached job ids (e.g. after the engine's catalogue changed)."""
+        self._job_ids.clear()
+
+    def _resolve(self, job_name, environment):
+        if environment is None:
+            verdict, detail = select_job({'*': self.list_jobs()}, job_name)
+            if verdict == 'ok':
+                return detail
+            if verdict == 'not_found':
+                raise DelphixNotFound('masking job %r does not exist on %s' % (job_name, self.base), status=None)
+        jobs_by_env = {}  # type: Dict[str, List[Dict[str, Any]]]
+        for env in self.list_environments():
+            name = str(env.get('environmentName'))
+            if environment is not None and environment not in (name, str(env.get('environmentId'))):
+                continue
+            jobs_by_env.setdefault(name, []).extend(self.list_jobs(env['environmentId']))
+        verdict, detail = select_job(jobs_by_env, job_name)
+        if verdict == 'ok':
+            return detail
+        where = ' in environment %r' % environment if environment is not None else ''
+        if verdict == 'ambiguous':
+            raise DelphixAmbiguous('masking job %r exists in several environments on %s (%s); name the environment'
+                                   % (job_name, self.base, ', '.join(detail)))
+        raise DelphixNotFound('masking job %r does not exist%s on %s' % (job_name, where, self.base))
+
+    # ---- executions ------------------------------------------------------------------------
+    def list_executions(self, job_id=None, status=None):
+        # type: (Optional[int], Optional[str]) -> List[Execution]
+        params = {}  # type: Dict[str, Any]
+        if job_id is not None:
+            params['job_id'] = int(job_id)
+        if status is not None:
+            params['execution_status'] = status
+        return [self._parse(item) for item in self._list('/executions', params)]
+
+    def get_execution(self, execution_id):
+        # type: (int) -> Execution
+        return self._parse(self._get('/executions/%d' % int(execution_id)))
+
+    def execution_events(self, execution_id):
+        # type: (int) -> List[Dict[str, Any]]
+        return self._list('/execution-events', {'execution_id': int(execution_id)})
+
+    def execution_components(self, execution_id):
+        # type: (int) -> List[Dict[str, Any]]
+        return self._list('/execution-components', {'execution_id': int(execution_id)})
+
+    def find_execution_since(self, job_id, not_before):
+        # type: (int, datetime) -> Optional[Execution]
+        """The execution of job_id that a start attempted at not_before created, if the engine has one."""
+        return choose_adoption(self.list_executions(job_id=job_id), _aware(not_before), self.clock_skew)
+
+    def start_execution(self, job_id, not_before=None, target_connector_id=None, source_connector_id=None):
+        # type: (int, Optional[datetime], Optional[int], Optional[int]) -> Execution
+        """POST /executions without ever starting the job twice.
+
+        not_before: when the caller decided to start (an aware datetime recorded before the attempt).
+        - the POST provably never reached the engine (refused, connect timeout): sent again after a backoff;
+        - the engine answered 5xx (the request is over): the job's executions are searched, ours is adopted,
+          and only when there is none is the POST sent again;
+        - no answer (read timeout, reset): the request may still be in flight, so nothing is sent again; the
+          executions are searched a few times (backoff) and ours adopted, else DelphixUnavailable with
+          outcome_unknown=True: call find_execution_since(job_id, not_before) later, before any new start.
+        409 (the job is already running or queued) -> DelphixConflict, unless it is our own earlier attempt.
+        """
+        not_before = _aware(not_before) if not_before is not None else utcnow()
+        body = {'jobId': int(job_id)}  # type: Dict[str, Any]
+        if target_connector_id is not None:
+            body['targetConnectorId'] = int(target_connector_id)
+        if source_connector_id is not None:
+            body['sourceConnectorId'] = int(source_connector_id)
+        attempt, maybe_started = 0, False
+        while True:
+            try:
+                answer = self._call('POST', '/executions', body=body)
+            except DelphixConflict:
+                ours = self.find_execution_since(job_id, not_before) if maybe_started else None
+                if ours is not None:
+                    return ours
+                raise
+            except DelphixUnavailable as exc:
+                if exc.outcome_unknown and exc.status is None:
+                    return self._settle_lost_start(job_id, not_before, exc)
+                if exc.outcome_unknown:
+                    maybe_started = True
+                    ours = self._reconcile(job_id, not_before, exc)
+                    if ours is not None:
+                        return ours
+                if attempt >= self.retries:
+                    raise
+                attempt += 1
+                self._sleep(backoff_delay(attempt, self.backoff))
+                continue
+            try:
+                return parse_execution(answer)
+            except ValueError:
+                ours = self.find_execution_since(job_id, not_before)
+                if ours is None:
+                    raise DelphixError('POST %s/executions answered without an execution: %r' % (self.base, answer))
+                return ours
+
+    def _settle_lost_start(self, job_id, not_before, lost):
+        """A start whose answer never came: adopt its execution once the engine shows it, never POST again."""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self._sleep(backoff_delay(attempt, self.backoff))
+            ours = self._reconcile(job_id, not_before, lost)
+            if ours is not None:
+                return ours
+        raise self._unknown_start(job_id, not_before, lost)
+
+    def _reconcile(self, job_id, not_before, failure):
+        """find_execution_since, turning an unreachable engine into 'start outcome unknown'."""
+        try:
+            return self.find_execution_since(job_id, not_before)
+        except DelphixUnavailable as exc:
+            raise self._unknown_start(job_id, not_before, failure, exc)
+
+    @staticmethod
+    def _unknown_start(job_id, not_before, failure, reconcile_error=None):
+        also = '; looking for it failed too: %s' % reconcile_error if reconcile_error else ''
+        return DelphixUnavailable('%s%s; the job may have been started: reconcile with find_execution_since(%d, %s) '
+                                  'before starting it again' % (failure, also, int(job_id), not_before.isoformat()),
+                                  status=failure.status, engine_message=failure.engine_message, url=failure.url,
+                                  outcome_unknown=True)
+
+    def cancel_execution(self, execution_id, expected_status=None):
+        # type: (int, Optional[str]) -> Execution
+        """POST /executions/{id}/cancel (optionally guarded by expectedStatus QUEUED or RUNNING).
+
+        409 (not in the expected status, or already finished) -> DelphixConflict. A lost answer is
+        settled by reading the execution back.
+        """
+        path = '/executions/%d/cancel' % int(execution_id)
+        body = {'expectedStatus': expected_status} if expected_status else None
+        try:
+            answer = self._call('POST', path, body=body)
+        except (DelphixUnavailable, DelphixConflict) as exc:
+            current = self.get_execution(execution_id)
+            if current.status == 'CANCELLED':
+                return current
+            if isinstance(exc, DelphixUnavailable) and not current.terminal and not exc.outcome_unknown:
+                answer = self._call('POST', path, body=body)
+            else:
+                raise
+        try:
+            return parse_execution(answer)
+        except ValueError:
+            return self.get_execution(execution_id)
+
+    def _parse(self, obj):
+        try:
+            return parse_execution(obj)
+        except ValueError as exc:
+            raise DelphixError('%s: %s' % (self.base, exc))
+
+
+def _aware(moment):
+    if moment.tzinfo is None:
+        raise ValueError('not_before must be an aware datetime, got %r' % (moment,))
+    return moment
+
+
+def _maybe_delivered(exc):
+    """False only when the request provably never reached the engine (refused, connect timeout)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return False
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        text = repr(exc)
+        return not any(marker in text for marker in ('NewConnectionError', 'Connection refused', 'Name or service'))
+    return True
+
+
+def _short(exc):
+    return str(exc)[:300]
+
+
+def _engine_message(response):
+    try:
+        body = response.json()
+    except ValueError:
+        return (response.text or '').strip()[:255] or None
+    if isinstance(body, dict) and body.get('errorMessage') is not None:
+        return str(body['errorMessage'])
+    return None
+
+
+def _json_or_none(response, url):
+    if response.status_code == 204 or not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        raise DelphixError('%s answered HTTP %d with a body that is not JSON' % (url, response.status_code),
+                           status=response.status_code, url=url)

@@ -1,0 +1,212 @@
+# -*- coding: utf-8 -*-
+# Copyright: orchestra.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Pure parsing and decision functions for the Delphix Masking Engine client (no I/O)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type  # pylint: disable=invalid-name
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Dict, List, Optional
+
+TERMINAL = frozenset({'SUCCEEDED', 'WARNING', 'FAILED', 'CANCELLED'})
+NON_TERMINAL = frozenset({'QUEUED', 'RUNNING', 'WAITING'})
+KNOWN_STATUSES = TERMINAL | NON_TERMINAL
+PAGE_OUT_OF_RANGE = 'is outside of the acceptable range'
+
+_DATE = re.compile(
+    r'^\s*(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?\s*'
+    r'(Z|[+-]\d{2}(?::?\d{2})?)?\s*$', re.IGNORECASE)
+
+
+def parse_time(value):
+    # type: (Any) -> Optional[datetime]
+    """Engine date -> aware UTC datetime; lenient (+0000, +00:00, Z, no fraction, epoch ms); None if unusable."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        try:
+            return datetime.fromtimestamp(value / 1000.0, tz=timezone.utc)  # Java epoch milliseconds
+        except (OverflowError, OSError, ValueError):
+            return None
+    match = _DATE.match(str(value))
+    if not match:
+        return None
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    micro = int((fraction or '0').ljust(6, '0')[:6])
+    offset = timedelta(0)
+    if zone and zone.upper() != 'Z':
+        digits = zone[1:].replace(':', '')
+        offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
+        if zone[0] == '-':
+            offset = -offset
+    try:
+        moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0), micro,
+                          tzinfo=timezone(offset))
+    except ValueError:
+        return None
+    return moment.astimezone(timezone.utc)
+
+
+def _int_or_none(value):
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One masking job execution as the engine reported it."""
+
+    execution_id: int
+    job_id: int
+    status: str
+    rows_masked: Optional[int] = None
+    rows_total: Optional[int] = None       # -1 while the engine is still counting rows
+    submit_time: Optional[datetime] = None
+    start_time: Optional[datetime] = None
+    end_time: Optional[datetime] = None
+    raw: Dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def terminal(self):
+        # type: () -> bool
+        """Finished for good. An unknown status is never terminal (and never success)."""
+        return self.status in TERMINAL
+
+    @property
+    def known_status(self):
+        # type: () -> bool
+        return self.status in KNOWN_STATUSES
+
+    @property
+    def succeeded(self):
+        # type: () -> bool
+        return self.status == 'SUCCEEDED'
+
+    @property
+    def reference_time(self):
+        # type: () -> Optional[datetime]
+        """When the engine accepted it: submitTime, else startTime (older engines have no submitTime)."""
+        return self.submit_time or self.start_time
+
+    def to_dict(self):
+        # type: () -> Dict[str, Any]
+        def iso(moment):
+            return moment.isoformat() if moment else None
+        return {'execution_id': self.execution_id, 'job_id': self.job_id, 'status': self.status,
+                'terminal': self.terminal, 'known_status': self.known_status, 'rows_masked': self.rows_masked,
+                'rows_total': self.rows_total, 'submit_time': iso(self.submit_time),
+                'start_time': iso(self.start_time), 'end_time': iso(self.end_time)}
+
+
+def parse_execution(obj):
+    # type: (Any) -> Execution
+    """Engine execution object -> Execution; ValueError when it lacks executionId/jobId/status."""
+    if not isinstance(obj, dict):
+        raise ValueError('execution is not a JSON object: %r' % (obj,))
+    execution_id, job_id = _int_or_none(obj.get('executionId')), _int_or_none(obj.get('jobId'))
+    status = obj.get('status')
+    if execution_id is None or job_id is None or not isinstance(status, str) or not status:
+        raise ValueError('execution lacks executionId, jobId or status: %r' % (obj,))
+    return Execution(execution_id=execution_id, job_id=job_id, status=status.strip().upper(),
+                     rows_masked=_int_or_none(obj.get('rowsMasked')), rows_total=_int_or_none(obj.get('rowsTotal')),
+                     submit_time=parse_time(obj.get('submitTime')), start_time=parse_time(obj.get('startTime')),
+                     end_time=parse_time(obj.get('endTime')), raw=dict(obj))
+
+
+def page_items(body):
+    # type: (Any) -> tuple
+    """A list answer -> (items, total or None). Tolerates a bare JSON list (no _pageInfo)."""
+    if isinstance(body, list):
+        return body, len(body)
+    if not isinstance(body, dict) or not isinstance(body.get('responseList', []), list):
+        raise ValueError('not a Delphix list answer: %r' % (body,))
+    info = body.get('_pageInfo') or {}
+    return body.get('responseList') or [], _int_or_none(info.get('total'))
+
+
+def more_pages(collected, page_len, total, page_size):
+    # type: (int, int, Optional[int], int) -> bool
+    """Whether to ask for the next page."""
+    if page_len == 0:
+        return False
+    if total is not None:
+        return collected < total
+    return page_len >= page_size
+
+
+def is_page_out_of_range(message):
+    # type: (Optional[str]) -> bool
+    return bool(message) and PAGE_OUT_OF_RANGE in message
+
+
+def backoff_delay(attempt, backoff, cap=10.0):
+    # type: (int, float, float) -> float
+    """Delay before retry number `attempt` (1-based): exponential, capped."""
+    return min(cap, backoff * (2 ** (attempt - 1)))
+
+
+def error_kind(status):
+    # type: (Optional[int]) -> str
+    """HTTP status -> error kind: auth, not_found, conflict, unavailable or error."""
+    if status is None:
+        return 'unavailable'
+    if status == 401:
+        return 'auth'
+    if status == 404:
+        return 'not_found'
+    if status == 409:
+        return 'conflict'
+    if status >= 500:
+        return 'unavailable'
+    return 'error'
+
+
+def choose_adoption(executions, not_before, skew=timedelta(0)):
+    # type: (List[Execution], datetime, timedelta) -> Optional[Execution]
+    """The execution a lost start created, or None.
+
+    Ours: accepted by the engine at/after not_before (any status: a fast job may have finished already).
+    Within the clock-skew allowance before not_before only a still-active execution counts: a finished
+    older run is someone else's ("terminal-and-older") and is never adopted. Earliest wins.
+    """
+    # Engine dates carry milliseconds: compare at that resolution, or a fast start looks older than our attempt.
+    not_before = not_before.replace(microsecond=not_before.microsecond // 1000 * 1000)
+    candidates = []
+    for execution in executions:
+        moment = execution.reference_time
+        if moment is None:
+            continue
+        if moment >= not_before or (moment >= not_before - skew and not execution.terminal):
+            candidates.append(execution)
+    if not candidates:
+        return None
+    return min(candidates, key=lambda e: (e.reference_time, e.execution_id))
+
+
+def select_job(jobs_by_environment, job_name, environment=None):
+    # type: (Dict[str, List[Dict[str, Any]]], str, Optional[str]) -> tuple
+    """Resolve a jobName -> ('ok', id) | ('not_found', envs searched) | ('ambiguous', environments).
+
+    jobs_by_environment maps environment name -> the masking-job objects listed for it.
+    """
+    matches = []
+    for env_name, jobs in jobs_by_environment.items():
+        if environment is not None and env_name != environment:
+            continue
+        for job in jobs:
+            if job.get('jobName') == job_name:
+                matches.append((env_name, int(job['maskingJobId'])))
+    ids = sorted(set(job_id for _env, job_id in matches))
+    if not ids:
+        return 'not_found', sorted(jobs_by_environment)
+    if len(ids) > 1:
+        return 'ambiguous', sorted(set(env for env, _id in matches))
+    return 'ok', ids[0]

@@ -1,0 +1,289 @@
+"""Client decisions with a scripted transport: re-login, safe retries, lost-answer reconcile, errors."""
+import json
+from datetime import datetime, timezone
+
+import pytest
+import requests
+
+from ansible_collections.orchestra.fleet.plugins.module_utils import delphix as dx
+
+
+def answer(status, body=None):
+    response = requests.Response()
+    response.status_code = status
+    response._content = b'' if body is None else json.dumps(body).encode()  # pylint: disable=protected-access
+    return response
+
+
+class Script:
+    """Plays scripted answers per (method, path); records every call made."""
+
+    def __init__(self, client, plan):
+        self.plan = {key: list(value) for key, value in plan.items()}
+        self.calls = []
+        client._send = self.send  # pylint: disable=protected-access
+
+    def send(self, method, url, params, body):
+        path = url.split('/masking/api', 1)[1]
+        self.calls.append((method, path, params, body))
+        steps = self.plan.get((method, path))
+        if not steps:
+            raise AssertionError('unexpected call %s %s' % (method, path))
+        step = steps.pop(0) if len(steps) > 1 else steps[0]
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+    def count(self, method, path):
+        return sum(1 for call in self.calls if call[:2] == (method, path))
+
+
+LOGIN = answer(200, {'Authorization': 'tok'})
+LOST = requests.exceptions.ConnectionError('Connection aborted: RemoteDisconnected')
+REFUSED = requests.exceptions.ConnectionError('NewConnectionError: [Errno 111] Connection refused')
+T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def execution(execution_id, status='RUNNING', submit='2026-01-01T12:00:01.000+0000', job_id=7):
+    return {'executionId': execution_id, 'jobId': job_id, 'status': status, 'submitTime': submit}
+
+
+def page(items):
+    return {'_pageInfo': {'numberOnPage': len(items), 'total': len(items)}, 'responseList': items}
+
+
+@pytest.fixture(name='client')
+def client_fixture():
+    dx._TOKENS.clear()  # pylint: disable=protected-access
+    sleeps = []
+    client = dx.MaskingEngineClient('http://engine:8282', 'admin', 'secret', retries=3, backoff=0.1,
+                                    sleep=sleeps.append)
+    client.sleeps = sleeps
+    yield client
+    dx._TOKENS.clear()  # pylint: disable=protected-access
+
+
+def test_relogin_once_on_401(client):
+    script = Script(client, {('POST', '/login'): [LOGIN],
+                             ('GET', '/system-information'): [answer(401, {'errorMessage': 'expired'}),
+                                                              answer(200, {'version': '6'})]})
+    assert client.system_information() == {'version': '6'}
+    assert script.count('POST', '/login') == 2
+
+
+def test_second_401_is_an_auth_error_with_the_engine_message(client):
+    Script(client, {('POST', '/login'): [LOGIN],
+                    ('GET', '/system-information'): [answer(401, {'errorMessage': 'Provided Authentication has expired.'})]})
+    with pytest.raises(dx.DelphixAuthError) as caught:
+        client.system_information()
+    assert caught.value.status == 401 and caught.value.engine_message == 'Provided Authentication has expired.'
+
+
+def test_login_refused(client):
+    Script(client, {('POST', '/login'): [answer(401, {'errorMessage': 'Invalid username or password.'})]})
+    with pytest.raises(dx.DelphixAuthError) as caught:
+        client.login()
+    assert 'secret' not in str(caught.value)
+
+
+@pytest.mark.parametrize('status', [200, 201])
+def test_any_2xx_login(client, status):
+    Script(client, {('POST', '/login'): [answer(status, {'Authorization': 'abc'})]})
+    client.login()
+    assert client._token == 'abc'  # pylint: disable=protected-access
+
+
+def test_token_is_shared_by_clients_of_the_same_engine_and_user(client):
+    script = Script(client, {('POST', '/login'): [LOGIN], ('GET', '/system-information'): [answer(200, {})]})
+    client.system_information()
+    other = dx.MaskingEngineClient('http://engine:8282/masking/api', 'admin', 'secret')
+    Script(other, {('GET', '/system-information'): [answer(200, {})]})
+    other.system_information()  # would fail on an unexpected /login
+    assert script.count('POST', '/login') == 1
+    different = dx.MaskingEngineClient('http://engine:8282', 'admin', 'other-password')
+    assert different._token is None  # pylint: disable=protected-access
+
+
+def test_get_is_retried_with_backoff_on_5xx_and_resets(client):
+    script = Script(client, {('POST', '/login'): [LOGIN],
+                             ('GET', '/executions/5'): [answer(500, {'errorMessage': 'boom'}), LOST,
+                                                        answer(200, execution(5))]})
+    assert client.get_execution(5).execution_id == 5
+    assert script.count('GET', '/executions/5') == 3
+    assert client.sleeps == [0.1, 0.2]
+
+
+def test_get_gives_up_after_retries(client):
+    Script(client, {('POST', '/login'): [LOGIN], ('GET', '/executions/5'): [answer(503, {'errorMessage': 'down'})]})
+    with pytest.raises(dx.DelphixUnavailable) as caught:
+        client.get_execution(5)
+    assert caught.value.status == 503 and caught.value.engine_message == 'down'
+    assert len(client.sleeps) == 3
+
+
+@pytest.mark.parametrize('status, error', [(400, dx.DelphixError), (403, dx.DelphixError), (404, dx.DelphixNotFound),
+                                           (409, dx.DelphixConflict)])
+def test_errors_carry_the_engine_message_and_are_not_retried(client, status, error):
+    script = Script(client, {('POST', '/login'): [LOGIN], ('GET', '/executions/5'): [answer(status, {'errorMessage': 'why'})]})
+    with pytest.raises(error) as caught:
+        client.get_execution(5)
+    assert caught.value.engine_message == 'why' and caught.value.status == status
+    assert caught.value.url.endswith('/executions/5') and 'why' in str(caught.value)
+    assert script.count('GET', '/executions/5') == 1
+
+
+def test_start_returns_the_execution(client):
+    script = Script(client, {('POST', '/login'): [LOGIN], ('POST', '/executions'): [answer(201, execution(9))]})
+    assert client.start_execution(7, not_before=T0).execution_id == 9
+    assert script.calls[-1][3] == {'jobId': 7}
+
+
+def test_start_lost_answer_adopts_without_posting_again(client):
+    script = Script(client, {('POST', '/login'): [LOGIN], ('POST', '/executions'): [LOST],
+                             ('GET', '/executions'): [answer(200, page([execution(3, 'SUCCEEDED', '2026-01-01T11:00:00.000+0000'),
+                                                                        execution(9, 'SUCCEEDED')]))]})
+    adopted = client.start_execution(7, not_before=T0)
+    assert adopted.execution_id == 9
+    assert script.count('POST', '/executions') == 1
+    assert script.calls[-1][2]['job_id'] == 7
+
+
+def test_start_lost_answer_with_no_execution_is_never_posted_again(client):
+    # No answer: the POST may still be in flight, so "not found yet" proves nothing.
+    script = Script(client, {('POST', '/login'): [LOGIN],
+                             ('POST', '/executions'): [requests.exceptions.ReadTimeout('read timed out')],
+                             ('GET', '/executions'): [answer(200, page([]))]})
+    with pytest.raises(dx.DelphixUnavailable) as caught:
+        client.start_execution(7, not_before=T0)
+    assert caught.value.outcome_unknown and 'find_execution_since' in str(caught.value)
+    assert script.count('POST', '/executions') == 1 and script.count('GET', '/executions') == 4
+    assert client.sleeps == [0.1, 0.2, 0.4]
+
+
+def test_start_lost_answer_adopts_an_execution_that_shows_up_late(client):
+    script = Script(client, {('POST', '/login'): [LOGIN], ('POST', '/executions'): [LOST],
+                             ('GET', '/executions'): [answer(200, page([])), answer(200, page([execution(13)]))]})
+    assert client.start_execution(7, not_before=T0).execution_id == 13
+    assert script.count('POST', '/executions') == 1
+
+
+def test_start_5xx_with_no_execution_posts_again(client):
+    # The engine answered: the request is over, so an empty history proves nothing was started.
+    script = Script(client, {('POST', '/login'): [LOGIN],
+                             ('POST', '/executions'): [answer(500, {'errorMessage': 'boom'}), answer(200, execution(10))],
+                             ('GET', '/executions'): [answer(200, page([]))]})
+    assert client.start_execution(7, not_before=T0).execution_id == 10
+    assert script.count('POST', '/executions') == 2 and script.count('GET', '/executions') == 1
+
+
+def test_start_5xx_then_409_adopts_the_execution_found_then(client):
+    script = Script(client, {('POST', '/login'): [LOGIN],
+                             ('POST', '/executions'): [answer(502, {'errorMessage': 'proxy'}),
+                                                       answer(409, {'errorMessage': 'already running'})],
+                             ('GET', '/executions'): [answer(200, page([])), answer(200, page([execution(11)]))]})
+    assert client.start_execution(7, not_before=T0).execution_id == 11
+    assert script.count('POST', '/executions') == 2
+
+
+def test_start_409_is_a_conflict(client):
+    Script(client, {('POST', '/login'): [LOGIN],
+                    ('POST', '/executions'): [answer(409, {'errorMessage': 'Job is already running'})]})
+    with pytest.raises(dx.DelphixConflict) as caught:
+        client.start_execution(7, not_before=T0)
+    assert caught.value.engine_message == 'Job is already running'
+
+
+def test_start_refused_connection_retries_without_reconcile(client):
+    script = Script(client, {('POST', '/login'): [LOGIN],
+                             ('POST', '/executions'): [REFUSED, answer(200, execution(12))]})
+    assert client.start_execution(7, not_before=T0).execution_id == 12
+    assert script.count('GET', '/executions') == 0
+
+
+def test_start_when_reconcile_is_impossible_raises_unavailable(client):
+    script = Script(client, {('POST', '/login'): [LOGIN], ('POST', '/executions'): [LOST], ('GET', '/executions'): [LOST]})
+    with pytest.raises(dx.DelphixUnavailable) as caught:
+        client.start_execution(7, not_before=T0)
+    assert caught.value.outcome_unknown and 'find_execution_since(7, 2026-01-01T12:00:00+00:00)' in str(caught.value)
+    assert script.count('POST', '/executions') == 1
+    assert script.count('GET', '/executions') == 4  # one reconcile with its safe retries, then it gives up
+
+
+def test_start_needs_an_aware_not_before(client):
+    with pytest.raises(ValueError):
+        client.start_execution(7, not_before=datetime(2026, 1, 1))
+
+
+def test_pagination_follows_pages_and_stops_on_out_of_range(client):
+    client.page_size = 2
+    first = {'_pageInfo': {'numberOnPage': 2, 'total': 5}, 'responseList': [execution(1), execution(2)]}
+    second = {'_pageInfo': {'numberOnPage': 2, 'total': 5}, 'responseList': [execution(3), execution(4)]}
+    gone = answer(400, {'errorMessage': 'The page number 3 is outside of the acceptable range. The last page is 2.'})
+    script = Script(client, {('POST', '/login'): [LOGIN], ('GET', '/executions'): [answer(200, first), answer(200, second), gone]})
+    assert [e.execution_id for e in client.list_executions(job_id=7, status='RUNNING')] == [1, 2, 3, 4]
+    params = [call[2] for call in script.calls if call[1] == '/executions']
+    assert [p['page_number'] for p in params] == [1, 2, 3]
+    assert params[0] == {'job_id': 7, 'execution_status': 'RUNNING', 'page_number': 1, 'page_size': 2}
+
+
+def test_resolve_job_per_environment_and_cached(client):
+    jobs_all = page([{'maskingJobId': 11, 'jobName': 'a'}, {'maskingJobId': 21, 'jobName': 'a'}, {'maskingJobId': 12, 'jobName': 'b'}])
+    envs = page([{'environmentId': 1, 'environmentName': 'dev'}, {'environmentId': 2, 'environmentName': 'prod'}])
+
+    def jobs(method, url, params, body):
+        script.calls.append((method, url.split('/masking/api', 1)[1], params, body))
+        env = (params or {}).get('environment_id')
+        lists = {None: jobs_all, 1: page([{'maskingJobId': 11, 'jobName': 'a'}, {'maskingJobId': 12, 'jobName': 'b'}]),
+                 2: page([{'maskingJobId': 21, 'jobName': 'a'}])}
+        return answer(200, lists[env])
+
+    script = Script(client, {('POST', '/login'): [LOGIN], ('GET', '/environments'): [answer(200, envs)]})
+    original = script.send
+    client._send = lambda m, u, p, b: jobs(m, u, p, b) if u.endswith('/masking-jobs') else original(m, u, p, b)  # pylint: disable=protected-access
+    assert client.resolve_job('b') == 12
+    assert client.resolve_job('a', 'prod') == 21
+    assert client.resolve_job('a', '1') == 11  # environment id works too
+    with pytest.raises(dx.DelphixAmbiguous) as caught:
+        client.resolve_job('a')
+    assert 'dev' in str(caught.value) and 'prod' in str(caught.value)
+    with pytest.raises(dx.DelphixNotFound):
+        client.resolve_job('zzz')
+    before = len(script.calls)
+    assert client.resolve_job('a', 'prod') == 21
+    assert len(script.calls) == before  # cached
+
+
+def test_cancel_with_expected_status(client):
+    script = Script(client, {('POST', '/login'): [LOGIN],
+                             ('POST', '/executions/4/cancel'): [answer(200, execution(4, 'CANCELLED'))]})
+    assert client.cancel_execution(4, expected_status='RUNNING').status == 'CANCELLED'
+    assert script.calls[-1][3] == {'expectedStatus': 'RUNNING'}
+
+
+def test_cancel_lost_answer_is_settled_by_reading_back(client):
+    Script(client, {('POST', '/login'): [LOGIN], ('POST', '/executions/4/cancel'): [LOST],
+                    ('GET', '/executions/4'): [answer(200, execution(4, 'CANCELLED'))]})
+    assert client.cancel_execution(4).status == 'CANCELLED'
+
+
+def test_cancel_of_a_finished_execution_is_a_conflict(client):
+    Script(client, {('POST', '/login'): [LOGIN],
+                    ('POST', '/executions/4/cancel'): [answer(409, {'errorMessage': 'already finished'})],
+                    ('GET', '/executions/4'): [answer(200, execution(4, 'SUCCEEDED'))]})
+    with pytest.raises(dx.DelphixConflict):
+        client.cancel_execution(4)
+
+
+def test_logout_forgets_the_token(client):
+    Script(client, {('POST', '/login'): [LOGIN], ('PUT', '/logout'): [answer(204)]})
+    client.login()
+    client.logout()
+    assert client._token is None  # pylint: disable=protected-access
+
+
+def test_non_json_2xx_is_an_error(client):
+    bad = requests.Response()
+    bad.status_code, bad._content = 200, b'<html>'  # pylint: disable=protected-access
+    Script(client, {('POST', '/login'): [LOGIN], ('GET', '/system-information'): [bad]})
+    with pytest.raises(dx.DelphixError):
+        client.system_information()
