@@ -1,0 +1,287 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: orchestra.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: masking_engine
+short_description: Register, update, drain or remove a Delphix masking engine in the masking queue
+version_added: 0.1.0
+description:
+  - Keeps one masking engine's record in the orchestra.fleet masking queue as described - its API URL, how many
+    jobs it may run at once (O(slots)), an optional memory budget, and which masking job names it carries.
+  - The queue places queued jobs only on engines that are present, enabled and not drained, and never above their
+    slots.
+  - Options left out keep the value the engine already has, so changing the slots of a registered engine needs
+    only O(name) and O(slots).
+  - Only the queue is changed; the engine itself is not contacted, so no engine credentials are needed.
+extends_documentation_fragment:
+  - orchestra.fleet.masking
+  - ansible.builtin.action_common_attributes
+author:
+  - orchestra.fleet developers (@orchestra-fleet)
+options:
+  name:
+    description:
+      - Name of the engine in the queue. Jobs with an engine affinity and O(engine_credentials) refer to it.
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) registers or updates the engine and makes it take new jobs (it also undrains a drained engine).
+      - V(drained) keeps the engine registered but places no new job on it; jobs already on it run to the end.
+        Use it before maintenance, then V(absent) once RV(engine.slots_used) is 0.
+      - V(absent) removes the engine. The queue refuses while jobs are scheduled, starting or running on it,
+        unless O(force=true).
+    type: str
+    choices: [present, drained, absent]
+    default: present
+  url:
+    description:
+      - URL of the engine, V(http://) or V(https://) with host and port, for example
+        V(https://masking1.example.com:8282). The API path C(/masking/api) is added when the URL does not end with it.
+      - Required when the engine is not registered yet.
+    type: str
+  slots:
+    description:
+      - How many jobs the queue runs on this engine at once (the engine setting C(NumSimulJobsAllowed), or fewer to
+        keep headroom).
+      - Required when the engine is not registered yet.
+    type: int
+  memory_mb:
+    description:
+      - Memory budget in MB for the summed C(maxMemory) of the jobs running on the engine (the engine setting
+        C(MaximumMemoryForJobs)). When set, placement also balances by free memory.
+      - Left out, there is no memory budget (or the current one is kept).
+    type: int
+  jobs:
+    description:
+      - The masking jobs this engine carries. Each entry is a job name, or a dictionary with C(name) and
+        C(environment) when the same job name exists in several environments.
+      - V(*) means any job name.
+      - When the engine is added without this option it carries any job name; a job it does not have then fails
+        with the engine's message. Given for a registered engine, the list replaces the current one.
+    type: list
+    elements: raw
+  enabled:
+    description:
+      - Whether the queue may use this engine at all. A disabled engine is kept with its settings but gets no jobs.
+    type: bool
+  validate_certs:
+    description:
+      - Whether to verify the engine's TLS certificate when the queue talks to it.
+    type: bool
+  force:
+    description:
+      - With O(state=absent), remove the engine even while jobs are scheduled or running on it. Those jobs keep
+        running on the engine, but the queue no longer follows them.
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+'''
+
+EXAMPLES = r'''
+- name: Register two engines that carry the customer masking jobs
+  orchestra.fleet.masking_engine:
+    name: "{{ item.name }}"
+    url: "{{ item.url }}"
+    slots: 6
+    memory_mb: 16384
+    jobs:
+      - mask_customers
+      - name: mask_orders
+        environment: prod_copy
+  loop:
+    - {name: masking1, url: "https://masking1.example.com:8282/masking/api"}
+    - {name: masking2, url: "https://masking2.example.com:8282/masking/api"}
+  delegate_to: localhost
+
+- name: Give masking2 two more slots (everything else stays as it is)
+  orchestra.fleet.masking_engine:
+    name: masking2
+    slots: 8
+  delegate_to: localhost
+
+- name: Drain masking1 before maintenance
+  orchestra.fleet.masking_engine:
+    name: masking1
+    state: drained
+  delegate_to: localhost
+
+- name: Remove masking1 for good
+  orchestra.fleet.masking_engine:
+    name: masking1
+    state: absent
+  delegate_to: localhost
+
+- name: Use a shared PostgreSQL queue for every masking task of the play
+  module_defaults:
+    group/orchestra.fleet.masking:
+      store: postgresql://orchestra@db.example.com/masking
+  block:
+    - name: Register the engine in the shared queue
+      orchestra.fleet.masking_engine:
+        name: masking3
+        url: https://masking3.example.com/masking/api
+        slots: 4
+      delegate_to: localhost
+'''
+
+RETURN = r'''
+engine:
+  description:
+    - The engine as the queue holds it after the task (in check mode, as it would be). Empty after removal.
+  returned: always
+  type: dict
+  contains:
+    name:
+      description: Engine name.
+      type: str
+      sample: masking1
+    url:
+      description: Base URL of the masking API.
+      type: str
+      sample: https://masking1.example.com:8282/masking/api
+    slots:
+      description: Jobs the queue runs on it at once.
+      type: int
+      sample: 6
+    memory_mb:
+      description: Memory budget in MB, or null.
+      type: int
+      sample: 16384
+    enabled:
+      description: Whether the engine takes jobs at all.
+      type: bool
+      sample: true
+    verify:
+      description: Whether the engine's TLS certificate is verified.
+      type: bool
+      sample: true
+    drained:
+      description: Whether the engine is drained (takes no new jobs).
+      type: bool
+      sample: false
+    jobs:
+      description: Job names (or name and environment) it carries; null means any job.
+      type: list
+      elements: raw
+      sample: [mask_customers, {name: mask_orders, environment: prod_copy}]
+    slots_used:
+      description: Slots held right now by scheduled, starting and running jobs.
+      type: int
+      sample: 2
+    memory_used_mb:
+      description: Summed memory of the jobs holding slots.
+      type: int
+      sample: 4096
+    last_error:
+      description: The last error the queue had talking to the engine, or null.
+      type: str
+      sample: null
+    unreachable_since:
+      description: Since when (ISO-8601 UTC) the engine has not answered, or null.
+      type: str
+      sample: null
+diff:
+  description: The engine's settings before and after, in diff mode.
+  returned: when changed and diff mode is on
+  type: dict
+  sample: {before: {slots: 6}, after: {slots: 8}}
+'''
+
+from ansible_collections.orchestra.fleet.plugins.module_utils.masking_module import (
+    masking_module, argument_spec, desired_engine, engine_changes, engine_view, find_engine, open_queue, queue_errors, store_url_of)
+
+
+def module_argument_spec():
+    return argument_spec(
+        name=dict(type='str', required=True),
+        state=dict(type='str', default='present', choices=['present', 'drained', 'absent']),
+        url=dict(type='str'),
+        slots=dict(type='int'),
+        memory_mb=dict(type='int'),
+        jobs=dict(type='list', elements='raw'),
+        enabled=dict(type='bool'),
+        validate_certs=dict(type='bool'),
+        force=dict(type='bool', default=False),
+    )
+
+
+def validate(module):
+    params = module.params
+    if params['slots'] is not None and params['slots'] < 1:
+        module.fail_json(msg='slots must be 1 or more (use state=drained to stop placing jobs on an engine)',
+                         error_kind='bad_parameter')
+    if params['memory_mb'] is not None and params['memory_mb'] < 1:
+        module.fail_json(msg='memory_mb must be 1 or more', error_kind='bad_parameter')
+
+
+def remove(module, queue, current):
+    name = module.params['name']
+    result = dict(changed=current is not None, engine={})
+    if module._diff and current is not None:
+        result['diff'] = dict(before=engine_view(current), after={})
+    if current is not None and module.check_mode and current.get('slots_used') and not module.params['force']:
+        # what the queue would answer for real: an engine with jobs on it is not removed without force
+        module.fail_json(msg='engine %s holds %d scheduled or running jobs: drain it first, or force the removal'
+                         % (name, current['slots_used']), error_kind='engine_busy', **result)
+    if current is None or module.check_mode:
+        module.exit_json(**result)
+    if module.params['force']:
+        result['changed'] = queue.remove_engine(name, force=True)
+    else:
+        result['changed'] = queue.remove_engine(name)
+    module.exit_json(**result)
+
+
+def ensure(module, queue, current):
+    params = module.params
+    try:
+        desired = desired_engine(current, params['name'], params['state'], url=params['url'], slots=params['slots'],
+                                 memory_mb=params['memory_mb'], jobs=params['jobs'], enabled=params['enabled'],
+                                 verify=params['validate_certs'])
+    except ValueError as error:
+        module.fail_json(msg=str(error), error_kind='bad_parameter')
+    changes = engine_changes(current, desired)
+    result = dict(changed=bool(changes))
+    if module._diff and changes:
+        result['diff'] = dict(before=dict((k, v[0]) for k, v in changes.items()) if current else {},
+                              after=dict((k, v[1]) for k, v in changes.items()))
+    if not changes:
+        result['engine'] = current
+        module.exit_json(**result)
+    if module.check_mode:
+        # The queue validates as for real (a bad URL fails here too) and writes nothing.
+        _changed, result['engine'] = queue.ensure_engine(
+            params['name'], desired['url'], desired['slots'], memory_mb=desired['memory_mb'], jobs=desired['jobs'],
+            enabled=desired['enabled'], drained=desired['drained'], verify=desired['verify'], dry_run=True)
+        module.exit_json(**result)
+    changed, engine = queue.ensure_engine(params['name'], desired['url'], desired['slots'], memory_mb=desired['memory_mb'],
+                                          jobs=desired['jobs'], enabled=desired['enabled'], drained=desired['drained'],
+                                          verify=desired['verify'])
+    result.update(changed=bool(changed), engine=engine)
+    module.exit_json(**result)
+
+
+def main():
+    module = masking_module(argument_spec=module_argument_spec(), supports_check_mode=True)
+    validate(module)
+    queue = open_queue(module)
+    with queue_errors(module, store_url=store_url_of(module)):
+        current = find_engine(queue.info(jobs=False, engines=True).get('engines'), module.params['name'])
+        if module.params['state'] == 'absent':
+            remove(module, queue, current)
+        else:
+            ensure(module, queue, current)
+
+
+if __name__ == '__main__':
+    main()
