@@ -1,0 +1,226 @@
+"""The WSGI application: routing, bearer-token auth, body limits, JSON and legacy text answers.
+
+Every answer to bad input is a 4xx with {"error", "message"}; an unexpected
+exception is logged and answered 500 without details. No route runs commands.
+"""
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import threading
+
+from orchestra_agent import claims, metrics, payloads, persist
+
+LOG = logging.getLogger('orchestra_agent.http')
+JSON_TYPE = 'application/json'
+TEXT_TYPE = 'text/plain; charset=utf-8'
+CLAIM_PATH = re.compile(r'^/v1/claims/([^/]+)$')
+STATUS_TEXT = {200: 'OK', 201: 'Created', 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden',
+               404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict', 411: 'Length Required',
+               413: 'Payload Too Large', 500: 'Internal Server Error', 503: 'Service Unavailable'}
+OPENAPI_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'openapi.yaml')
+
+
+class Response:
+    __slots__ = ('status', 'body', 'content_type', 'headers')
+
+    def __init__(self, status, body, content_type=JSON_TYPE, headers=()):
+        self.status, self.body, self.content_type, self.headers = status, body, content_type, list(headers)
+
+
+def json_response(status, data, headers=()):
+    return Response(status, json.dumps(data, separators=(',', ':')).encode('utf-8'), JSON_TYPE, headers)
+
+
+def error(status, code, message, headers=(), **extra):
+    data = {'error': code, 'message': message}
+    data.update(extra)
+    return json_response(status, data, headers)
+
+
+def text(lines):
+    return Response(200, ''.join(line + '\n' for line in lines).encode('utf-8'), TEXT_TYPE)
+
+
+def token_matches(header_value, token_digest):
+    """Constant-time check of 'Bearer <token>' (digests compared, so the length does not leak either)."""
+    scheme, _space, given = (header_value or '').partition(' ')
+    if scheme.lower() != 'bearer' or not given:
+        return False
+    return hmac.compare_digest(hashlib.sha256(given.strip().encode('utf-8', 'surrogateescape')).digest(), token_digest)
+
+
+class Application:
+    def __init__(self, agent):
+        self.agent = agent
+        settings = agent.settings
+        self.max_body = settings.max_body_bytes
+        self.token_digest = hashlib.sha256(settings.token.encode('utf-8')).digest() if settings.token else None
+        self.auth_reads = settings.auth_reads
+        self._counts_lock = threading.Lock()
+        self.request_counts = {}
+        self.get_routes = {
+            '/v1/health': self.get_health, '/v1/state': self.get_state, '/v1/containers': self.get_containers,
+            '/v1/workflows': self.get_workflows, '/v1/claims': self.get_claims, '/v1/metrics': self.get_metrics,
+            '/v1/openapi.yaml': self.get_openapi, '/healthy': self.legacy_healthy, '/busy': self.legacy_busy,
+            '/workflows': self.legacy_workflows, '/containers': self.legacy_containers,
+        }
+        self.post_routes = {'/v1/claims': self.post_claim, '/v1/failures/ack': self.post_ack}
+
+    # -- WSGI entry ------------------------------------------------------------
+    def __call__(self, environ, start_response):
+        try:
+            response = self.dispatch(environ)
+        except payloads.BadRequest as exc:
+            response = error(exc.status, exc.code, exc.message)
+        except claims.ClaimError as exc:
+            response = error(exc.status, exc.code, exc.message)
+        except persist.StoreError as exc:
+            LOG.error('state store failed', extra={'fields': {'error': str(exc)}})
+            response = error(503, 'storage_error', 'the agent cannot persist its state; see its log')
+        except Exception:  # pylint: disable=broad-except  # last line of defence: never leak a traceback
+            LOG.exception('request failed', extra={'fields': {'method': environ.get('REQUEST_METHOD'),
+                                                              'path': environ.get('PATH_INFO')}})
+            response = error(500, 'internal', 'internal error; see the agent log')
+        with self._counts_lock:
+            self.request_counts[response.status] = self.request_counts.get(response.status, 0) + 1
+        headers = [('Content-Type', response.content_type), ('Content-Length', str(len(response.body))),
+                   ('Cache-Control', 'no-store')] + response.headers
+        start_response('%d %s' % (response.status, STATUS_TEXT.get(response.status, '')), headers)
+        return [response.body]
+
+    def dispatch(self, environ):
+        method = environ.get('REQUEST_METHOD', 'GET')
+        path = environ.get('PATH_INFO', '') or '/'
+        claim_match = CLAIM_PATH.match(path)
+        if method == 'GET' and path in self.get_routes:
+            if self.auth_reads and not self.authorised(environ):
+                return self.unauthorised()
+            return self.get_routes[path]()
+        if method == 'POST' and path in self.post_routes:
+            if not self.authorised(environ):
+                return self.unauthorised()
+            return self.post_routes[path](environ)
+        if claim_match and method in ('PUT', 'DELETE'):
+            if not self.authorised(environ):
+                return self.unauthorised()
+            handler = self.put_claim if method == 'PUT' else self.delete_claim
+            return handler(environ, claim_match.group(1))
+        allowed = self.allowed_methods(path, claim_match)
+        if allowed:
+            return error(405, 'method_not_allowed', '%s is not allowed on %s' % (method, path),
+                         headers=[('Allow', ', '.join(allowed))])
+        return error(404, 'not_found', 'no such endpoint: %s' % path)
+
+    def allowed_methods(self, path, claim_match):
+        allowed = []
+        if path in self.get_routes:
+            allowed.append('GET')
+        if path in self.post_routes:
+            allowed.append('POST')
+        if claim_match:
+            allowed += ['PUT', 'DELETE']
+        return allowed
+
+    # -- auth and bodies -------------------------------------------------------
+    def authorised(self, environ):
+        return self.token_digest is None or token_matches(environ.get('HTTP_AUTHORIZATION'), self.token_digest)
+
+    @staticmethod
+    def unauthorised():
+        return error(401, 'unauthorized', 'a valid bearer token is required', headers=[('WWW-Authenticate', 'Bearer')])
+
+    def read_body(self, environ):
+        """The request body, refusing more than max_body_bytes before reading it when the length is known."""
+        length_text = environ.get('CONTENT_LENGTH') or ''
+        stream = environ['wsgi.input']
+        if length_text:
+            try:
+                length = int(length_text)
+            except ValueError:
+                raise payloads.BadRequest('bad_request', 'malformed Content-Length')
+            if length > self.max_body:
+                raise payloads.BadRequest('too_large', 'body exceeds %d bytes' % self.max_body, status=413)
+            return stream.read(length) if length > 0 else b''
+        if 'chunked' in environ.get('HTTP_TRANSFER_ENCODING', '').lower():
+            try:
+                raw = stream.read(self.max_body + 1)
+            except Exception:  # pylint: disable=broad-except  # cheroot's MaxSizeExceeded and broken chunking
+                raise payloads.BadRequest('too_large', 'body exceeds %d bytes or is malformed' % self.max_body, status=413)
+            if len(raw) > self.max_body:
+                raise payloads.BadRequest('too_large', 'body exceeds %d bytes' % self.max_body, status=413)
+            return raw
+        return b''
+
+    def json_body(self, environ, required):
+        return payloads.parse_json(self.read_body(environ), required)
+
+    # -- reads -----------------------------------------------------------------
+    def get_health(self):
+        return json_response(200, self.agent.health())
+
+    def get_state(self):
+        return json_response(200, self.agent.state())
+
+    def get_containers(self):
+        return json_response(200, {'containers': self.agent.containers()})
+
+    def get_workflows(self):
+        return json_response(200, {'workflows': self.agent.workflows()})
+
+    def get_claims(self):
+        return json_response(200, {'claims': self.agent.claims.list_public()})
+
+    def get_metrics(self):
+        with self._counts_lock:
+            counts = dict(self.request_counts)
+        body = metrics.render(self.agent.state(), counts, self.agent.watcher.events_seen,
+                              self.agent.watcher.reconnects)
+        return Response(200, body.encode('utf-8'), 'text/plain; version=0.0.4; charset=utf-8')
+
+    @staticmethod
+    def get_openapi():
+        with open(OPENAPI_FILE, 'rb') as handle:
+            return Response(200, handle.read(), 'application/yaml')
+
+    # -- legacy plain-text endpoints of the original tool ----------------------
+    @staticmethod
+    def legacy_healthy():
+        return Response(200, b'TRUE', TEXT_TYPE)
+
+    def legacy_busy(self):
+        state = self.agent.state()
+        # Unreachable Docker cannot prove the host idle, so old schedulers are told it is busy.
+        busy = state['busy'] or state['state'] == 'unknown'
+        return Response(200, b'TRUE' if busy else b'FALSE', TEXT_TYPE)
+
+    def legacy_workflows(self):
+        return text(item['name'] for item in self.agent.workflows())
+
+    def legacy_containers(self):
+        return text(item['name'] for item in self.agent.containers() if item['status'] in ('running', 'paused', 'restarting'))
+
+    # -- mutations -------------------------------------------------------------
+    def post_claim(self, environ):
+        owner, ttl, note = payloads.claim_create(self.json_body(environ, True), self.agent.settings.max_claim_ttl)
+        try:
+            claim = self.agent.create_claim(owner, ttl, note)
+        except claims.ClaimError as exc:
+            return error(exc.status, exc.code, exc.message, state=self.agent.state()['state'])
+        return json_response(201, claim)
+
+    def put_claim(self, environ, claim_id):
+        secret, ttl, fencing = payloads.claim_update(self.json_body(environ, True), self.agent.settings.max_claim_ttl)
+        return json_response(200, self.agent.renew_claim(claim_id, secret, ttl, fencing))
+
+    def delete_claim(self, environ, claim_id):
+        header_secret = environ.get('HTTP_X_CLAIM_SECRET')
+        secret, fencing = payloads.claim_release(self.json_body(environ, False), header_secret)
+        self.agent.release_claim(claim_id, secret, fencing)
+        return json_response(200, {'released': True, 'id': claim_id})
+
+    def post_ack(self, environ):
+        names = payloads.acknowledge(self.json_body(environ, False))
+        return json_response(200, {'acknowledged': self.agent.acknowledge(names)})

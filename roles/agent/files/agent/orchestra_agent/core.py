@@ -1,0 +1,92 @@
+"""The agent's service layer: composes Docker snapshot, claims, acks and the workflows directory.
+
+HTTP-free, so the same answers can be tested without a server.
+"""
+import logging
+import os
+import socket
+
+from orchestra_agent import __version__, acks, claims, clock, persist, workload
+
+LOG = logging.getLogger('orchestra_agent.core')
+
+
+def directory_workflows(path):
+    """Names in the workflows directory (hidden entries skipped); a missing directory is empty."""
+    if not path:
+        return []
+    try:
+        return sorted(entry.name for entry in os.scandir(path) if not entry.name.startswith('.'))
+    except OSError:
+        return []
+
+
+class Agent:
+    def __init__(self, settings, watcher, hostname=None):
+        persist.ensure_dir(settings.state_dir)
+        self.settings = settings
+        self.watcher = watcher
+        self.hostname = hostname or socket.gethostname()
+        self.claims = claims.ClaimStore(os.path.join(settings.state_dir, claims.FILE_NAME))
+        self.acks = acks.AckStore(os.path.join(settings.state_dir, acks.FILE_NAME))
+
+    def _state_fields(self, snapshot, claim):
+        return workload.host_state(snapshot.up, snapshot.error, snapshot.records.values(), self.acks.keys,
+                                   claim, clock.iso(claim['expires_at']) if claim else None)
+
+    def state(self):
+        snapshot = self.watcher.snapshot
+        claim = self.claims.active()
+        out = {'hostname': self.hostname, 'version': __version__}
+        out.update(self._state_fields(snapshot, claim))
+        out['docker'] = {'reachable': snapshot.up, 'error': snapshot.error, 'synced_at': clock.iso(snapshot.synced_at)}
+        out['claim'] = claims.public(claim) if claim else None
+        out['fencing'] = self.claims.fencing
+        out['updated_at'] = clock.iso(clock.now())
+        return out
+
+    def health(self):
+        return {'status': 'ok', 'version': __version__, 'docker': 'up' if self.watcher.snapshot.up else 'down'}
+
+    def containers(self):
+        keys = self.acks.keys
+        records = sorted(self.watcher.snapshot.records.values(), key=lambda rec: rec['name'])
+        return [workload.public_container(record, keys) for record in records]
+
+    def workflows(self):
+        return workload.workflows(self.watcher.snapshot.records.values(), self.acks.keys,
+                                  directory_workflows(self.settings.workflows_dir))
+
+    def create_claim(self, owner, ttl, note):
+        def refusal(current_owner):
+            # Decided under the claims lock, from the newest Docker snapshot.
+            fields = self._state_fields(self.watcher.snapshot, None)
+            return workload.claim_refusal(fields, current_owner)
+        claim = self.claims.create(owner, ttl, note, refusal)
+        LOG.info('claim created', extra={'fields': {'claim_id': claim['id'], 'owner': owner, 'fencing': claim['fencing'],
+                                                    'expires_at': claim['expires_at']}})
+        return claim
+
+    def renew_claim(self, claim_id, secret, ttl, fencing):
+        claim = self.claims.renew(claim_id, secret, ttl, fencing)
+        LOG.info('claim renewed', extra={'fields': {'claim_id': claim_id, 'expires_at': claim['expires_at']}})
+        return claim
+
+    def release_claim(self, claim_id, secret, fencing):
+        self.claims.release(claim_id, secret, fencing)
+        LOG.info('claim released', extra={'fields': {'claim_id': claim_id}})
+
+    def acknowledge(self, names_or_ids):
+        """Acknowledge failed containers (all when None); returns the acknowledged container ids."""
+        records = list(self.watcher.snapshot.records.values())
+        failed = [rec for rec in records if workload.is_failure(rec)]
+        if names_or_ids is not None:
+            wanted = set(names_or_ids)
+            failed = [rec for rec in failed if rec['name'] in wanted or rec['id'] in wanted
+                      or any(rec['id'].startswith(item) for item in wanted if len(item) >= 12)]
+        current = {workload.ack_key(rec) for rec in records}
+        self.acks.add((workload.ack_key(rec) for rec in failed), lambda key: key in current)
+        ids = sorted(rec['id'] for rec in failed)
+        if ids:
+            LOG.info('failures acknowledged', extra={'fields': {'containers': ids}})
+        return ids

@@ -1,0 +1,156 @@
+"""Pure decisions about workload containers and the host state; no I/O here.
+
+A container record is a plain dict built from `docker inspect` output by
+`record_from_inspect`; everything else takes records and returns answers.
+"""
+from orchestra_agent.config import parse_selector
+
+RUNNING_STATUSES = ('running', 'paused', 'restarting')
+ENDED_STATUSES = ('exited', 'dead')
+ZERO_TIME_PREFIX = '0001-01-01'
+STATE_ORDER = ('unknown', 'failed', 'busy', 'claimed', 'lazy')
+
+
+def selectors(labels):
+    """Config label selectors -> [(key, value or None)]."""
+    return [parse_selector(label) for label in labels]
+
+
+def labels_match(container_labels, label_selectors):
+    """Every selector must match (Docker's own --filter label semantics); no selector = match."""
+    container_labels = container_labels or {}
+    for key, value in label_selectors:
+        if key not in container_labels:
+            return False
+        if value is not None and container_labels[key] != value:
+            return False
+    return True
+
+
+def _time_or_none(value):
+    if not value or value.startswith(ZERO_TIME_PREFIX):
+        return None
+    return value
+
+
+def record_from_inspect(attrs):
+    """`docker inspect` JSON -> the record the agent keeps and serves."""
+    state = attrs.get('State') or {}
+    config = attrs.get('Config') or {}
+    status = state.get('Status') or 'unknown'
+    ended = status in ENDED_STATUSES
+    return {
+        'id': attrs.get('Id', ''),
+        'name': (attrs.get('Name') or '').lstrip('/'),
+        'image': config.get('Image') or attrs.get('Image', ''),
+        'status': status,
+        'exit_code': state.get('ExitCode') if ended else None,
+        'oom_killed': bool(state.get('OOMKilled')),
+        'labels': dict(config.get('Labels') or {}),
+        'started_at': _time_or_none(state.get('StartedAt')),
+        'finished_at': _time_or_none(state.get('FinishedAt')) if ended else None,
+    }
+
+
+def is_running(record):
+    return record['status'] in RUNNING_STATUSES
+
+
+def is_failure(record):
+    """Exited non-zero or OOM-killed: a failed workflow (until acknowledged)."""
+    if record['status'] not in ENDED_STATUSES:
+        return False
+    return record['oom_killed'] or record['exit_code'] not in (0, None)
+
+
+def ack_key(record):
+    """One acknowledgement covers one run: a restarted container that fails again needs a new one."""
+    return '%s@%s' % (record['id'], record['finished_at'] or '')
+
+
+def is_unacknowledged_failure(record, acks):
+    return is_failure(record) and ack_key(record) not in acks
+
+
+def describe_failure(record):
+    if record['oom_killed']:
+        return '%s was OOM-killed' % record['name']
+    return '%s exited %s' % (record['name'], record['exit_code'])
+
+
+def public_container(record, acks):
+    out = dict(record)
+    out['failed'] = is_failure(record)
+    out['acknowledged'] = out['failed'] and ack_key(record) in acks
+    return out
+
+
+def workflow_status(record, acks):
+    if is_running(record):
+        return 'running'
+    if is_failure(record):
+        return 'failed'
+    if record['status'] in ENDED_STATUSES:
+        return 'succeeded'
+    return 'present'
+
+
+def workflows(records, acks, directory_names):
+    """Docker workload containers and workflows-directory entries as one list."""
+    items = []
+    for record in sorted(records, key=lambda rec: rec['name']):
+        items.append({'name': record['name'], 'source': 'docker', 'status': workflow_status(record, acks),
+                      'container_id': record['id'], 'exit_code': record['exit_code'],
+                      'acknowledged': is_failure(record) and ack_key(record) in acks})
+    for name in sorted(directory_names):
+        items.append({'name': name, 'source': 'directory', 'status': 'present'})
+    return items
+
+
+def _plural(count, word):
+    return '%d %s%s' % (count, word, '' if count == 1 else 's')
+
+
+def host_state(docker_up, docker_error, records, acks, claim, claim_until):
+    """Decide the host state with precedence unknown > failed > busy > claimed > lazy.
+
+    `claim` is the live claim (already checked for expiry) or None; `claim_until`
+    its expiry as text. Returns the fields of /v1/state that depend on them.
+    """
+    running = [rec for rec in records if is_running(rec)]
+    failures = sorted((rec for rec in records if is_unacknowledged_failure(rec, acks)), key=lambda rec: rec['name'])
+    if not docker_up:
+        state, reason = 'unknown', 'docker unreachable: %s' % (docker_error or 'not connected yet')
+    elif failures:
+        state = 'failed'
+        reason = '%s: %s' % (_plural(len(failures), 'failed workflow'), ', '.join(describe_failure(rec) for rec in failures))
+    elif running:
+        state = 'busy'
+        reason = '%s running' % _plural(len(running), 'workload container')
+    elif claim is not None:
+        state, reason = 'claimed', 'claimed by %s until %s' % (claim['owner'], claim_until)
+    else:
+        state, reason = 'lazy', 'no workload running'
+    return {
+        'state': state,
+        'reason': reason,
+        'busy': bool(running),
+        'failed': bool(failures),
+        'claimed': claim is not None,
+        'running': len(running),
+        'failed_workflows': len(failures),
+    }
+
+
+def claim_refusal(state_fields, claim_owner):
+    """Why a new claim must be refused (409 message), or None when the host is lazy."""
+    state = state_fields['state']
+    if state == 'unknown':
+        return 'docker unreachable'
+    if state == 'failed':
+        return 'host has failed workflows'
+    if state == 'busy':
+        return 'host is busy'
+    if claim_owner is not None:
+        return 'host already claimed by %s' % claim_owner
+    return None

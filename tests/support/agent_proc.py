@@ -1,0 +1,235 @@
+"""Run the REAL orchestra agent as a subprocess for tests, benchmarks and the demo.
+
+    handle = start_agent(labels=['my.suite'], token='s3cret')
+    requests.get(handle.url + '/v1/state', headers=handle.auth_headers())
+    handle.restart()      # same port, same state_dir: claims must survive
+    handle.close()        # stop, and remove the state_dir if start_agent made it
+
+`prefix` runs it through another command, e.g. ['ip', 'netns', 'exec', 'h1'];
+`ip netns exec` execs the agent, so `.pid` is the agent's own pid; pass the
+namespace's own address as `listen`, since the URL is built from it. With
+port=None a free port is picked once (bound and released here) and kept for
+restarts; the agent sets SO_REUSEADDR on a fixed port, so a restart can bind it
+again at once (a port-0 listener cannot: its TIME_WAIT sockets would block it).
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+from tests.support.lab.paths import lab_dir
+
+COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+AGENT_SOURCE = os.path.join(COLLECTION_ROOT, 'roles', 'agent', 'files', 'agent')
+WILDCARDS = ('0.0.0.0', '::', '')
+
+
+class AgentStartError(RuntimeError):
+    pass
+
+
+class AgentHandle:
+    def __init__(self, base_argv, env, listen, port, state_dir, log_path, token, tls, owns_state_dir, timeout):
+        self._base_argv = base_argv
+        self._env = env
+        self.listen = listen
+        self.port = port
+        self.state_dir = state_dir
+        self.log_path = log_path
+        self.token = token
+        self.tls = tls
+        self._owns_state_dir = owns_state_dir
+        self._timeout = timeout
+        self.proc = None
+
+    # -- addresses ---------------------------------------------------------------
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    @property
+    def host(self):
+        if self.listen in WILDCARDS:
+            return '127.0.0.1'
+        return '[%s]' % self.listen if ':' in self.listen else self.listen
+
+    @property
+    def url(self):
+        return '%s://%s:%d' % ('https' if self.tls else 'http', self.host, self.port)
+
+    def auth_headers(self):
+        return {'Authorization': 'Bearer %s' % self.token} if self.token else {}
+
+    def logs(self):
+        try:
+            with open(self.log_path, encoding='utf-8', errors='replace') as handle:
+                return handle.read()
+        except OSError:
+            return ''
+
+    # -- life cycle -------------------------------------------------------------
+    def _launch(self):
+        if self.port is None:
+            self.port = free_port()
+        argv = list(self._base_argv) + ['--port', str(self.port)]
+        offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
+        log = open(self.log_path, 'ab')  # pylint: disable=consider-using-with  # the child keeps it
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self._env,
+                                         start_new_session=True)
+        finally:
+            log.close()
+        self._wait_ready(offset)
+
+    def _wait_ready(self, log_offset):
+        deadline = time.monotonic() + self._timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AgentStartError('agent exited with %s:\n%s' % (self.proc.returncode, self.logs()[log_offset:][-3000:]))
+            if _listening_logged(self.log_path, log_offset) and self.health(timeout=1) is not None:
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise AgentStartError('agent did not answer /v1/health within %ss:\n%s' % (self._timeout, self.logs()[-3000:]))
+
+    def get_json(self, path, timeout=5):
+        """GET path (with the token) -> parsed JSON; raises on HTTP errors and unreachable agents."""
+        request = urllib.request.Request(self.url + path, headers=self.auth_headers())
+        context = ssl._create_unverified_context() if self.tls else None  # pylint: disable=protected-access
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:  # nosec: loopback/test host
+            return json.loads(response.read().decode('utf-8'))
+
+    def health(self, timeout=2):
+        """The /v1/health JSON, or None when the agent does not answer."""
+        try:
+            return self.get_json('/v1/health', timeout=timeout)
+        except (OSError, ValueError, urllib.error.URLError):
+            return None
+
+    def state(self):
+        return self.get_json('/v1/state')
+
+    def wait_state(self, predicate, timeout=30, interval=0.1):
+        """Poll /v1/state until predicate(state) is true (bounded); return that state or raise AssertionError."""
+        deadline = time.monotonic() + timeout
+        state = None
+        while time.monotonic() < deadline:
+            state = self.state()
+            if predicate(state):
+                return state
+            time.sleep(interval)
+        raise AssertionError('agent state never matched within %ss; last: %r' % (timeout, state))
+
+    def stop(self, timeout=10):
+        """SIGTERM, then SIGKILL after `timeout` s; returns the exit code (None if it was not running)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=timeout)
+        return proc.returncode
+
+    def restart(self):
+        """Stop and start again on the same port with the same state_dir."""
+        self.stop()
+        self._launch()
+        return self
+
+    def close(self):
+        self.stop()
+        if self._owns_state_dir:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            for path in (self.log_path, self.state_dir.rstrip(os.sep) + '.config.json'):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_exc):
+        self.close()
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]
+
+
+def _listening_logged(log_path, offset):
+    """Whether this run (log lines after `offset`) has logged its 'listening' event."""
+    try:
+        with open(log_path, 'rb') as handle:
+            handle.seek(offset)
+            tail = handle.read().decode('utf-8', 'replace')
+    except OSError:
+        return False
+    for line in tail.splitlines():
+        if '"listening"' in line:
+            try:
+                if json.loads(line).get('event') == 'listening':
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+def agent_env(env=None, token=None):
+    merged = dict(os.environ if env is None else env)
+    merged['PYTHONPATH'] = AGENT_SOURCE + (os.pathsep + merged['PYTHONPATH'] if merged.get('PYTHONPATH') else '')
+    merged['PYTHONDONTWRITEBYTECODE'] = '1'
+    merged.pop('ORCHESTRA_AGENT_TOKEN', None)
+    if token:
+        merged['ORCHESTRA_AGENT_TOKEN'] = token
+    return merged
+
+
+def start_agent(listen='127.0.0.1', port=None, state_dir=None, labels=(), token=None, docker_url=None,
+                workflows_dir=None, extra_args=(), prefix=(), env=None, config=None, timeout=30, python=None):
+    """Start the agent and wait (bounded) until /v1/health answers; returns an AgentHandle.
+
+    `config` (dict) is written to a JSON config file and passed with --config
+    (e.g. {'tls_cert': ..., 'tls_key': ..., 'auth_reads': True}); the URL is
+    https when it names tls_cert. `python` overrides the interpreter.
+    """
+    owns_state_dir = state_dir is None
+    if owns_state_dir:
+        state_dir = tempfile.mkdtemp(prefix='agent-', dir=lab_dir('agent-proc'))
+    os.makedirs(state_dir, exist_ok=True)
+    log_path = state_dir.rstrip(os.sep) + '.log'
+    argv = list(prefix) + [python or sys.executable, '-m', 'orchestra_agent', '--listen', listen, '--state-dir', state_dir]
+    if config:
+        config_path = state_dir.rstrip(os.sep) + '.config.json'
+        with open(config_path, 'w', encoding='utf-8') as handle:
+            json.dump(config, handle)
+        argv += ['--config', config_path]
+    for label in labels:
+        argv += ['--label', label]
+    if docker_url:
+        argv += ['--docker-url', docker_url]
+    if workflows_dir:
+        argv += ['--workflows-dir', workflows_dir]
+    argv += list(extra_args)
+    handle = AgentHandle(argv, agent_env(env, token), listen, port, state_dir, log_path, token,
+                         bool(config and config.get('tls_cert')), owns_state_dir, timeout)
+    try:
+        handle._launch()  # pylint: disable=protected-access
+    except BaseException:
+        handle.close()
+        raise
+    return handle
