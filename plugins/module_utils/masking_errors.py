@@ -1,0 +1,66 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orchestra.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Errors of the masking queue.
+
+Two families: the queue's own (raised to callers, messages written for humans)
+and the driver's (raised by an engine driver, so the queue never has to know
+which remote API sits behind a driver).
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+
+class MaskingQueueError(Exception):
+    """Base of every error the queue raises to its callers."""
+
+
+class UnknownJob(MaskingQueueError):
+    """No queue entry has that id or request id."""
+
+
+class UnknownEngine(MaskingQueueError):
+    """No engine of that name is registered."""
+
+
+class StoreUnavailable(MaskingQueueError):
+    """The queue database cannot be reached or opened."""
+
+
+class InvalidRequest(MaskingQueueError):
+    """A parameter is malformed (negative slots, empty job name, ...)."""
+
+
+class EngineBusy(MaskingQueueError):
+    """An engine cannot be removed while it holds scheduled or running jobs."""
+
+
+# Driver errors: what an engine said, sorted by what the queue may safely do next.
+
+class DriverError(Exception):
+    """An engine call failed for a reason that will not go away by retrying."""
+
+    def __init__(self, message, status=None):
+        super(DriverError, self).__init__(message)
+        self.status = status
+
+
+class EngineUnavailable(DriverError):
+    """Transient: connection refused/reset, timeout, 5xx. The outcome of a start is unknown."""
+
+
+class EngineAuthError(DriverError):
+    """Login refused: nothing was started; retrying with the same credentials will not help."""
+
+
+class EngineJobNotFound(DriverError):
+    """The engine does not know the job name (or the execution)."""
+
+
+class EngineConflict(DriverError):
+    """The engine refused to start the job because it already runs or queues it (HTTP 409)."""
+
+
+class MissingCredentials(DriverError):
+    """This process was given no credentials for the engine."""

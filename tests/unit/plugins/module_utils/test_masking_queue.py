@@ -1,0 +1,502 @@
+"""The queue's state machine with a fake engine driver and a fake clock (no network, no sleeping)."""
+import collections
+import itertools
+
+import pytest
+
+from ansible_collections.orchestra.fleet.plugins.module_utils.masking_driver import ExecutionInfo
+from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors import (
+    DriverError, EngineAuthError, EngineConflict, EngineJobNotFound, EngineUnavailable, InvalidRequest, MissingCredentials,
+    UnknownEngine, UnknownJob)
+from ansible_collections.orchestra.fleet.plugins.module_utils.masking_queue import MaskingQueue, decide, explain
+
+SECRET = 'pw-that-must-never-be-stored'
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += max(seconds, 0.001)
+
+
+class FakeEngine:
+    """An engine's executions; the test decides what its next start does and when executions end."""
+
+    ids = itertools.count(1)
+
+    def __init__(self, name, clock):
+        self.name = name
+        self.clock = clock
+        self.executions = {}   # id -> dict(job, status, submitted)
+        self.start_script = []  # next start outcomes: 'ok', 'lost', 'down', 'conflict', 'notfound', 'auth', 'garbled'
+        self.down = False
+        self.calls = collections.Counter()
+
+    def add(self, job_name, status='RUNNING'):
+        execution_id = next(self.ids)
+        self.executions[execution_id] = {'job': job_name, 'status': status, 'submitted': self.clock()}
+        return execution_id
+
+    def info(self, execution_id):
+        run = self.executions[execution_id]
+        done = run['status'] in ('SUCCEEDED', 'WARNING', 'FAILED', 'CANCELLED')
+        return ExecutionInfo(execution_id, 77, run['status'], 10 if done else None, 10 if done else None, run['submitted'],
+                             self.clock() if done else None)
+
+    def finish(self, job_name, status='SUCCEEDED'):
+        for run in self.executions.values():
+            if run['job'] == job_name and run['status'] in ('RUNNING', 'QUEUED'):
+                run['status'] = status
+
+
+class FakeDriver:
+    def __init__(self, engine):
+        self.engine = engine
+
+    def _check(self, call):
+        self.engine.calls[call] += 1
+        if self.engine.down:
+            raise EngineUnavailable('connection refused')
+
+    def start(self, job):
+        self._check('start')
+        outcome = self.engine.start_script.pop(0) if self.engine.start_script else 'ok'
+        if outcome == 'ok':
+            return self.engine.info(self.engine.add(job['job_name']))
+        if outcome == 'lost':
+            self.engine.add(job['job_name'])
+            raise EngineUnavailable('read timed out')
+        raise {'down': EngineUnavailable('connection reset'), 'conflict': EngineConflict('HTTP 409 already running'),
+               'notfound': EngineJobNotFound('masking job %r does not exist' % job['job_name']),
+               'auth': EngineAuthError('login refused'), 'garbled': DriverError('answer without an execution')}[outcome]
+
+    def reconcile(self, job):
+        self._check('reconcile')
+        for execution_id, run in sorted(self.engine.executions.items()):
+            if run['job'] == job['job_name'] and run['submitted'] >= job['not_before']:
+                return self.engine.info(execution_id)
+        return None
+
+    def status(self, execution_id):
+        self._check('status')
+        return self.engine.info(execution_id)
+
+    def statuses(self, last_known):
+        self._check('statuses')
+        return dict((execution_id, self.engine.info(execution_id)) for execution_id in last_known)
+
+    def cancel(self, execution_id, expected_status=None):
+        self._check('cancel')
+        run = self.engine.executions[execution_id]
+        if expected_status and run['status'] != expected_status:
+            raise EngineConflict('not %s' % expected_status)
+        run['status'] = 'CANCELLED'
+        return self.engine.info(execution_id)
+
+    def probe(self):
+        self._check('probe')
+
+    def failure_detail(self, execution_id):
+        return 'ORA-01017 logon denied' if self.engine.executions[execution_id]['status'] == 'FAILED' else None
+
+
+class Lab:
+    def __init__(self, tmp_path, credentials=None):
+        self.clock = Clock()
+        self.engines = {}
+        self.seen_credentials = []
+        self.url = str(tmp_path / 'queue.db')
+        self.queue = self.make_queue(credentials if credentials is not None else {'*': {'username': 'admin', 'password': SECRET}})
+
+    def factory(self, engine, credentials):
+        if not credentials:
+            raise MissingCredentials('no credentials for engine %s' % engine['name'])
+        self.seen_credentials.append(credentials)
+        return FakeDriver(self.engines[engine['name']])
+
+    def make_queue(self, credentials, **options):
+        settings = dict(credentials=credentials, driver_factory=self.factory, clock=self.clock, sleep=self.clock.sleep,
+                        start_lease=60.0, retry_delay=5.0, probe_interval=10.0)
+        settings.update(options)
+        return MaskingQueue(self.url, **settings)
+
+    def engine(self, name, slots=2, jobs=('mask_a', 'mask_b', 'mask_c'), **options):
+        self.engines[name] = FakeEngine(name, self.clock)
+        self.queue.ensure_engine(name, 'https://%s:8282' % name, slots=slots, jobs=list(jobs), **options)
+        return self.engines[name]
+
+    def step(self, queue=None):
+        queue = queue or self.queue
+        self.clock.now += 1.0
+        return queue.schedule_step(), queue.poll_step()
+
+    def history(self, job_id):
+        return [(h['from_state'], h['to_state']) for h in self.queue.info(jobs=False, engines=False, history_for=[job_id])['history'][job_id]]
+
+
+@pytest.fixture
+def lab(tmp_path):
+    return Lab(tmp_path)
+
+
+def test_happy_path_through_every_state(lab):
+    engine = lab.engine('e1')
+    created, job = lab.queue.enqueue('mask_a', request_id='t-1', priority=2)
+    assert created and job['state'] == 'QUEUED' and job['reason'] == 'waiting for the next scheduler step (free slots on e1)'
+    assert lab.queue.enqueue('mask_a', request_id='t-1')[0] is False
+    lab.step()
+    job = lab.queue.job('t-1')
+    assert job['state'] == 'RUNNING' and job['engine'] == 'e1' and job['execution_id'] and job['reason'] is None
+    engine.finish('mask_a', 'SUCCEEDED')
+    lab.step()
+    job = lab.queue.job(job['id'])
+    assert job['state'] == 'SUCCEEDED' and job['rows_masked'] == 10 and job['finished_at'].endswith('Z')
+    assert lab.history(job['id']) == [(None, 'QUEUED'), ('QUEUED', 'SCHEDULED'), ('SCHEDULED', 'STARTING'),
+                                      ('STARTING', 'RUNNING'), ('RUNNING', 'SUCCEEDED')]
+    assert lab.queue.engine('e1')['slots_used'] == 0
+
+
+def test_failed_and_warning_carry_the_engine_words(lab):
+    engine = lab.engine('e1')
+    bad = lab.queue.enqueue('mask_a')[1]
+    warn = lab.queue.enqueue('mask_b')[1]
+    lab.step()
+    engine.finish('mask_a', 'FAILED')
+    engine.finish('mask_b', 'WARNING')
+    lab.step()
+    assert lab.queue.job(bad['id'])['state'] == 'FAILED'
+    assert 'ORA-01017' in lab.queue.job(bad['id'])['error']
+    assert lab.queue.job(warn['id'])['state'] == 'WARNING'
+
+
+def test_engine_side_queue_is_its_own_state(lab):
+    engine = lab.engine('e1')
+    job = lab.queue.enqueue('mask_a')[1]
+    lab.clock.now += 1
+    lab.queue.schedule_step()
+    real_add = engine.add
+    engine.add = lambda name, status='RUNNING': real_add(name, 'QUEUED')
+    lab.queue.poll_step()
+    row = lab.queue.job(job['id'])
+    assert row['state'] == 'ENGINE_QUEUED' and 'queued by engine e1' in row['reason']
+    engine.executions[row['execution_id']]['status'] = 'RUNNING'
+    lab.step()
+    assert lab.queue.job(job['id'])['state'] == 'RUNNING'
+
+
+def test_lost_start_is_reconciled_never_posted_twice(lab):
+    engine = lab.engine('e1')
+    engine.start_script = ['lost']
+    job = lab.queue.enqueue('mask_a')[1]
+    lab.step()
+    row = lab.queue.job(job['id'])
+    assert row['state'] == 'STARTING' and 'reconcile' in row['reason']
+    assert lab.queue.engine('e1')['unreachable_since'] is not None
+    lab.clock.now += 10   # past the retry delay: the take-over reconciles first and adopts the execution
+    lab.step()
+    row = lab.queue.job(job['id'])
+    assert row['state'] == 'RUNNING' and len(engine.executions) == 1 and engine.calls['start'] == 1
+    assert lab.queue.engine('e1')['unreachable_since'] is None
+    assert row['attempt'] == 2
+
+
+def test_start_that_never_arrived_is_retried_after_reconcile(lab):
+    engine = lab.engine('e1')
+    engine.start_script = ['down', 'down']
+    job = lab.queue.enqueue('mask_a')[1]
+    lab.step()
+    assert lab.queue.job(job['id'])['state'] == 'STARTING'
+    lab.clock.now += 6
+    lab.step()
+    assert lab.queue.job(job['id'])['state'] == 'STARTING'           # reconciled: nothing there, POSTed again, down again
+    lab.clock.now += 11
+    lab.step()
+    row = lab.queue.job(job['id'])
+    assert row['state'] == 'RUNNING' and len(engine.executions) == 1
+    assert engine.calls['reconcile'] == 2 and engine.calls['start'] == 3
+
+
+def test_gives_up_cleanly_when_a_start_never_succeeds(tmp_path):
+    lab = Lab(tmp_path)
+    lab.queue = lab.make_queue({'*': {'username': 'a', 'password': 'b'}}, max_start_attempts=2)
+    engine = lab.engine('e1')
+    engine.start_script = ['down'] * 10
+    job = lab.queue.enqueue('mask_a')[1]
+    for _unused in range(10):
+        lab.clock.now += 60
+        lab.step()
+    row = lab.queue.job(job['id'])
+    assert row['state'] == 'FAILED' and 'gave up after 2 attempts' in row['error'] and not engine.executions
+
+
+def test_dead_starter_is_taken_over_by_another_process(lab):
+    """A process claimed the job (STARTING, not_before recorded) and died before or after its POST."""
+    engine = lab.engine('e1')
+    lab.queue.enqueue('mask_a')
+    lab.queue.enqueue('mask_b')
+    lab.clock.now += 1
+    lab.queue.schedule_step()
+    rows = lab.queue.store.jobs(states=['SCHEDULED'])
+    for row in rows:   # both claimed by a process that then died; only the first POST reached the engine
+        lab.queue.store.transition(row['id'], 'SCHEDULED', row['attempt'], 'STARTING', lab.clock(), attempt=row['attempt'] + 1,
+                                   owner='otherhost:1:dead', not_before=lab.clock(), lease_until=lab.clock() + 60)
+    engine.add('mask_a')
+    lab.step()
+    assert sorted(j['state'] for j in lab.queue.info()['jobs']) == ['STARTING', 'STARTING']   # lease still runs
+    lab.clock.now += 61
+    lab.step()
+    jobs = lab.queue.info()['jobs']
+    assert [j['state'] for j in jobs] == ['RUNNING', 'RUNNING']
+    assert len(engine.executions) == 2 and engine.calls['start'] == 1   # mask_a adopted, mask_b started once
+
+
+def test_conflict_is_reconciled_then_requeued(lab):
+    engine = lab.engine('e1')
+    engine.start_script = ['conflict']
+    job = lab.queue.enqueue('mask_a')[1]
+    lab.step()
+    row = lab.queue.job(job['id'])
+    assert row['state'] == 'QUEUED' and '409' in row['reason'] and row['engine'] is None
+    lab.step()
+    assert lab.queue.job(job['id'])['state'] == 'QUEUED'     # not before the retry delay
+    lab.clock.now += 5
+    lab.step()
+    assert lab.queue.job(job['id'])['state'] == 'RUNNING'
+
+
+@pytest.mark.parametrize('outcome, words', [('notfound', 'does not exist'), ('auth', 'login refused')])
+def test_refusals_fail_clearly(lab, outcome, words):
+    engine = lab.engine('e1')
+    engine.start_script = [outcome]
+    job = lab.queue.enqueue('mask_a')[1]
+    lab.step()
+    row = lab.queue.job(job['id'])
+    assert row['state'] == 'FAILED' and words in row['error'] and 'e1' in row['error']
+    assert not engine.executions
+
+
+def test_garbled_answer_is_settled_through_the_engine(lab):
+    engine = lab.engine('e1')
+    engine.start_script = ['garbled']
+    job = lab.queue.enqueue('mask_a')[1]
+    lab.step()
+    assert lab.queue.job(job['id'])['state'] == 'FAILED' and not engine.executions
+
+
+def test_cancel_at_every_stage(lab):
+    engine = lab.engine('e1', slots=1)
+    queued = lab.queue.enqueue('mask_a', priority=-1)[1]
+    scheduled = lab.queue.enqueue('mask_b', priority=5)[1]
+    lab.clock.now += 1
+    lab.queue.schedule_step()
+    assert lab.queue.cancel(queued['id'])['state'] == 'CANCELLED'
+    assert lab.queue.cancel(scheduled['id'])['state'] == 'CANCELLED'
+    running = lab.queue.enqueue('mask_c')[1]
+    lab.step()
+    assert lab.queue.job(running['id'])['state'] == 'RUNNING'
+    assert lab.queue.cancel(running['id'])['state'] == 'CANCELLED'
+    assert [r['status'] for r in engine.executions.values()] == ['CANCELLED']
+    # STARTING: the start is in doubt; the cancel waits for it to settle, then cancels what it finds
+    engine.start_script = ['lost']
+    starting = lab.queue.enqueue('mask_a', request_id='again')[1]
+    lab.step()
+    assert lab.queue.job(starting['id'])['state'] == 'STARTING'
+    assert lab.queue.cancel(starting['id'])['state'] == 'STARTING'
+    lab.clock.now += 10
+    lab.step()
+    lab.step()
+    assert lab.queue.job(starting['id'])['state'] == 'CANCELLED'
+    assert [r['status'] for r in engine.executions.values()] == ['CANCELLED', 'CANCELLED']
+    assert lab.queue.cancel(starting['id'])['state'] == 'CANCELLED'   # cancelling a finished job is a no-op
+
+
+def test_cancel_while_starting_with_nothing_started(lab):
+    engine = lab.engine('e1')
+    engine.start_script = ['down']
+    job = lab.queue.enqueue('mask_a')[1]
+    lab.step()
+    lab.queue.cancel(job['id'])
+    lab.clock.now += 10
+    lab.step()
+    assert lab.queue.job(job['id'])['state'] == 'CANCELLED' and not engine.executions
+
+
+def test_unreachable_engine_sends_scheduled_jobs_elsewhere_and_is_probed_back(lab):
+    down = lab.engine('a', slots=4)
+    lab.engine('b', slots=4)
+    down.down = True
+    ids = [lab.queue.enqueue('mask_%s' % n)[1]['id'] for n in 'abc']
+    lab.step()
+    states = dict((j['id'], (j['state'], j['engine'])) for j in lab.queue.info()['jobs'])
+    assert lab.queue.engine('a')['unreachable_since'] is not None
+    # one start was tried on a (outcome unknown: stays STARTING), the others went back to the queue and then to b
+    lab.step()
+    lab.step()
+    states = dict((j['id'], (j['state'], j['engine'])) for j in lab.queue.info()['jobs'])
+    on_b = [i for i in ids if states[i] == ('RUNNING', 'b')]
+    on_a = [i for i in ids if states[i][1] == 'a']
+    assert len(on_b) >= 2 and all(states[i][0] == 'STARTING' for i in on_a)
+    for i in on_a:
+        assert 'unreachable' in lab.queue.job(i)['reason']
+    down.down = False
+    lab.clock.now += 30
+    lab.step()
+    assert lab.queue.engine('a')['unreachable_since'] is None
+    assert all(lab.queue.job(i)['state'] == 'RUNNING' for i in ids)
+
+
+def test_refresh_of_a_down_engine_keeps_jobs_and_says_why(lab):
+    engine = lab.engine('e1')
+    job = lab.queue.enqueue('mask_a')[1]
+    lab.step()
+    engine.down = True
+    lab.step()
+    row = lab.queue.job(job['id'])
+    assert row['state'] == 'RUNNING' and 'unreachable' in row['reason']
+    engine.down = False
+    engine.finish('mask_a')
+    lab.clock.now += 20
+    lab.step()
+    assert lab.queue.job(job['id'])['state'] == 'SUCCEEDED'
+
+
+def test_process_without_credentials_leaves_the_start_to_one_that_has_them(lab):
+    engine = lab.engine('e1')
+    blind = lab.make_queue({})
+    job = lab.queue.enqueue('mask_a')[1]
+    lab.step(blind)
+    row = lab.queue.job(job['id'])
+    assert row['state'] == 'SCHEDULED' and 'credentials' in row['reason'] and not engine.executions
+    lab.step()
+    assert lab.queue.job(job['id'])['state'] == 'RUNNING'
+
+
+def test_credentials_are_never_stored(lab, tmp_path):
+    engine = lab.engine('e1')
+    lab.queue.enqueue('mask_a')
+    lab.step()
+    engine.finish('mask_a')
+    lab.step()
+    assert lab.seen_credentials and lab.seen_credentials[0]['password'] == SECRET
+    for path in tmp_path.iterdir():
+        assert SECRET.encode() not in path.read_bytes(), path
+    assert SECRET not in repr(lab.queue)
+
+
+def test_wait_drives_the_queue_and_returns_in_order(lab):
+    engine = lab.engine('e1', slots=1)
+    first = lab.queue.enqueue('mask_a')[1]
+    second = lab.queue.enqueue('mask_b')[1]
+    original = lab.clock.sleep
+
+    def sleep(seconds):   # the engine finishes whatever runs while the waiter sleeps
+        original(seconds)
+        for run in engine.executions.values():
+            if run['status'] == 'RUNNING':
+                run['status'] = 'SUCCEEDED'
+    lab.queue._sleep = sleep   # pylint: disable=protected-access
+    done = lab.queue.wait([second['id'], first['request_id']], timeout=120, poll_interval=1.0)
+    assert [(j['id'], j['state']) for j in done] == [(second['id'], 'SUCCEEDED'), (first['id'], 'SUCCEEDED')]
+    assert lab.queue.store.lease('driver')['owner'] is None     # released for the next waiter
+
+
+def test_wait_follows_when_another_process_leads(lab):
+    engine = lab.engine('e1')
+    job = lab.queue.enqueue('mask_a')[1]
+    lab.queue.store.acquire_lease('driver', 'someone-else', 30.0, lab.clock())
+    lab.queue.wait([job['id']], timeout=10, poll_interval=1.0)
+    assert not engine.executions                          # the leader drives, not us
+    done = lab.queue.wait([job['id']], timeout=60, poll_interval=1.0)   # ... until its lease runs out
+    assert done[0]['state'] == 'RUNNING' and engine.executions
+
+
+def test_wait_timeout_with_cancel(lab):
+    engine = lab.engine('e1')
+    job = lab.queue.enqueue('mask_a')[1]
+    done = lab.queue.wait([job['id']], timeout=5, poll_interval=1.0, cancel_on_timeout=True)
+    assert done[0]['state'] == 'CANCELLED'
+    assert [r['status'] for r in engine.executions.values()] == ['CANCELLED']
+
+
+def test_bad_input_is_refused_clearly(lab):
+    lab.engine('e1', jobs=['mask_a'])
+    with pytest.raises(InvalidRequest, match='no engine carries job nope'):
+        lab.queue.enqueue('nope')
+    with pytest.raises(UnknownEngine, match='no engine named e9'):
+        lab.queue.enqueue('mask_a', engine='e9')
+    with pytest.raises(InvalidRequest, match='priority'):
+        lab.queue.enqueue('mask_a', priority='high')
+    with pytest.raises(InvalidRequest, match='at most 50'):
+        lab.queue.enqueue('x' * 51)
+    with pytest.raises(InvalidRequest, match='slots'):
+        lab.queue.ensure_engine('e2', 'https://e2', slots=-1)
+    with pytest.raises(InvalidRequest, match='url'):
+        lab.queue.ensure_engine('e2', 'ftp://e2', slots=1)
+    with pytest.raises(UnknownJob):
+        lab.queue.job(4242)
+    with pytest.raises(InvalidRequest, match='unknown job states'):
+        lab.queue.info(states=['DONE'])
+    assert lab.queue.info()['counts'] == {}
+
+
+def test_ensure_engine_is_idempotent_and_has_a_dry_run(lab):
+    lab.engine('e1', slots=2)
+    assert lab.queue.ensure_engine('e1', 'https://e1:8282', slots=2)[0] is False
+    changed, preview = lab.queue.ensure_engine('e1', 'https://e1:8282', slots=5, dry_run=True)
+    assert changed and preview['slots'] == 5 and lab.queue.engine('e1')['slots'] == 2
+    changed, engine = lab.queue.ensure_engine('e1', 'https://e1:8282', slots=5, drained=True)
+    assert changed and engine['slots'] == 5 and engine['drained'] and engine['jobs'] == ['mask_a', 'mask_b', 'mask_c']
+
+
+def test_drained_engine_finishes_running_jobs_but_takes_no_new_ones(lab):
+    engine = lab.engine('e1')
+    running = lab.queue.enqueue('mask_a')[1]
+    lab.step()
+    lab.queue.ensure_engine('e1', 'https://e1:8282', slots=2, drained=True)
+    waiting = lab.queue.enqueue('mask_b')[1]
+    engine.finish('mask_a')
+    lab.step()
+    assert lab.queue.job(running['id'])['state'] == 'SUCCEEDED'
+    row = lab.queue.job(waiting['id'])
+    assert row['state'] == 'QUEUED' and row['reason'] == 'engine e1 is drained'
+
+
+def test_decide_and_explain():
+    engines = [{'name': 'e1', 'slots': 1, 'slots_used': 0, 'memory_mb': None, 'memory_used_mb': 0, 'enabled': True,
+                'drained': False, 'jobs': ['a'], 'unreachable_since': None, 'active_jobs': set()}]
+    rows = [{'id': i, 'job_name': 'a', 'environment': None, 'priority': 0, 'engine_affinity': None, 'max_memory_mb': None,
+             'attempt': 0, 'state': 'QUEUED', 'reason': None, 'next_try_at': None} for i in (1, 2, 3)]
+    assert decide(rows, engines) == [(1, 'e1')]
+    full = [dict(engines[0], slots_used=1, active_jobs={('a', None)})]
+    held = dict(rows[2], reason='engine e1 refused (409); will place it again', next_try_at=50.0)
+    explained = explain(rows[1:2] + [held, dict(rows[0], state='RUNNING')], full, now=10.0)
+    assert [r['reason'] for r in explained] == ['all 1 slots full on engines e1', 'engine e1 refused (409); will place it again', None]
+    assert explain([held], full, now=60.0)[0]['reason'] == 'all 1 slots full on engines e1'
+    assert rows[1]['reason'] is None   # the input rows are not changed
+
+
+def test_dead_holder_on_this_host_is_taken_over_after_the_grace_not_the_lease(tmp_path):
+    import socket
+    import subprocess
+    lab = Lab(tmp_path)
+    lab.queue = lab.make_queue({'*': {'username': 'a', 'password': 'b'}}, dead_holder_grace=5.0)
+    engine = lab.engine('e1')
+    job = lab.queue.enqueue('mask_a')[1]
+    lab.clock.now += 1
+    lab.queue.schedule_step()
+    dead = subprocess.Popen(['true'])   # a pid that certainly ended
+    dead.wait()
+    row = lab.queue.store.jobs(states=['SCHEDULED'])[0]
+    lab.queue.store.transition(row['id'], 'SCHEDULED', row['attempt'], 'STARTING', lab.clock(), attempt=row['attempt'] + 1,
+                               owner='%s:%d:nonce:1' % (socket.gethostname(), dead.pid), not_before=lab.clock(),
+                               lease_until=lab.clock() + 60)
+    lab.step()
+    assert lab.queue.job(job['id'])['state'] == 'STARTING'   # its POST may still be on the way to the engine
+    lab.clock.now += 5
+    lab.step()
+    assert lab.queue.job(job['id'])['state'] == 'RUNNING' and engine.calls['reconcile'] == 1

@@ -1,0 +1,173 @@
+"""The store on SQLite: URLs, migrations, idempotent enqueue, compare-and-set transitions, leases, engines."""
+import sqlite3
+
+import pytest
+
+from ansible_collections.orchestra.fleet.plugins.module_utils import masking_store
+from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors import (
+    EngineBusy, InvalidRequest, MaskingQueueError, StoreUnavailable, UnknownEngine, UnknownJob)
+from ansible_collections.orchestra.fleet.plugins.module_utils.masking_schema import MIGRATIONS
+from ansible_collections.orchestra.fleet.plugins.module_utils.masking_store import dialect_for, open_store
+
+
+@pytest.fixture
+def store(tmp_path):
+    opened = open_store(str(tmp_path / 'q.db'))
+    yield opened
+    opened.close()
+
+
+def test_store_urls(tmp_path):
+    assert dialect_for('sqlite:////tmp/x/q.db').path == '/tmp/x/q.db'
+    assert dialect_for('/tmp/q.db').name == 'sqlite'
+    assert dialect_for('postgresql://u:pw@db.example/queue').describe() == 'postgresql://u:***@db.example/queue'
+    for bad in ('', None, 'sqlite:relative.db', 'mysql://x/y'):
+        with pytest.raises(InvalidRequest):
+            dialect_for(bad)
+    with pytest.raises(StoreUnavailable, match='does not exist'):
+        open_store(str(tmp_path / 'nope' / 'q.db'))
+
+
+def test_sqlite_file_is_wal_and_versioned(store, tmp_path):
+    conn = sqlite3.connect(str(tmp_path / 'q.db'))
+    assert conn.execute('PRAGMA journal_mode').fetchone()[0] == 'wal'
+    assert conn.execute('SELECT version FROM schema_version').fetchall() == [(1,)]
+    assert store.schema_version() == masking_store.MIGRATIONS[-1][0]
+
+
+def test_forward_migration_applies_once_and_keeps_data(tmp_path):
+    path = str(tmp_path / 'q.db')
+    first = open_store(path)
+    first.enqueue('r1', 'mask_a', None, 0, None, None, now=1.0)
+    first.close()
+    extra = (2, 'add a note column', ['ALTER TABLE jobs ADD COLUMN note TEXT'])
+    second = open_store(path, migrations=MIGRATIONS + [extra])
+    assert second.schema_version() == 2
+    assert second.migrate() == []      # nothing left to do
+    assert second.job('r1')['job_name'] == 'mask_a'
+    assert [r['version'] for r in second.read(lambda tx: tx.rows('SELECT version FROM schema_version ORDER BY version'))] == [1, 2]
+    second.close()
+    with pytest.raises(StoreUnavailable, match='newer than this collection'):
+        open_store(path)   # an older collection must not write into a newer schema
+
+
+def test_enqueue_is_idempotent_by_request_id(store):
+    created, job = store.enqueue('ticket-1', 'mask_a', None, 3, None, None, now=1.0)
+    again, same = store.enqueue('ticket-1', 'mask_a', None, 3, None, None, now=2.0)
+    assert created and not again and same['id'] == job['id'] and same['submitted_at'] == 1.0
+    with pytest.raises(InvalidRequest, match='already names job mask_a'):
+        store.enqueue('ticket-1', 'mask_b', None, 0, None, None, now=3.0)
+    assert store.job('ticket-1')['id'] == job['id']
+    assert store.job(job['id'])['request_id'] == 'ticket-1'
+    assert store.job(str(job['id']))['request_id'] == 'ticket-1'
+    with pytest.raises(UnknownJob):
+        store.job('ticket-2')
+    assert [h['to_state'] for h in store.history([job['id']])] == ['QUEUED']
+
+
+def test_transitions_are_compare_and_set_with_history(store):
+    _created, job = store.enqueue('r', 'mask_a', None, 0, None, None, now=1.0)
+    assert store.transition(job['id'], 'QUEUED', 0, 'SCHEDULED', 2.0, engine='e1') is not None
+    assert store.transition(job['id'], 'QUEUED', 0, 'SCHEDULED', 2.0, engine='e2') is None   # lost the race
+    claimed = store.transition(job['id'], 'SCHEDULED', 0, 'STARTING', 3.0, attempt=1, not_before=3.0)
+    assert claimed['attempt'] == 1 and claimed['not_before'] == 3.0
+    assert store.transition(job['id'], 'STARTING', 0, 'RUNNING', 4.0) is None                  # stale attempt
+    assert store.transition(job['id'], 'STARTING', 1, 'RUNNING', 4.0, execution_id=7)['execution_id'] == 7
+    with pytest.raises(MaskingQueueError, match='illegal transition'):
+        store.transition(job['id'], 'RUNNING', 1, 'QUEUED', 5.0)
+    with pytest.raises(MaskingQueueError, match='unknown job fields'):
+        store.transition(job['id'], 'RUNNING', 1, 'SUCCEEDED', 5.0, password='x')
+    steps = [(h['from_state'], h['to_state'], h['attempt']) for h in store.history([job['id']])]
+    assert steps == [(None, 'QUEUED', 0), ('QUEUED', 'SCHEDULED', 0), ('SCHEDULED', 'STARTING', 1), ('STARTING', 'RUNNING', 1)]
+
+
+def test_schedule_applies_decisions_atomically(store):
+    store.upsert_engine('e1', 'http://e1', 1, now=1.0)
+    ids = [store.enqueue('r%d' % i, 'mask_a', None, 0, None, None, now=1.0)[1]['id'] for i in range(3)]
+
+    def decide(rows, engines):
+        assert [e['slots_used'] for e in engines] == [0]
+        assert [row[1] for row in rows] == ['mask_a'] * 3   # tuples in QUEUED_COLUMNS order
+        return [(rows[0][0], 'e1')]
+    placed, queued = store.schedule(decide, 2.0, owner='step-1')
+    assert (placed, queued) == (1, 3)
+    assert [j['state'] for j in store.jobs(ids=ids)] == ['SCHEDULED', 'QUEUED', 'QUEUED']
+    assert store.engine('e1')['slots_used'] == 1
+    assert store.engine('e1')['active_jobs'] == {('mask_a', None)}
+    assert [h['to_state'] for h in store.history([ids[0]])] == ['QUEUED', 'SCHEDULED']
+    assert store.queued_count() == 2
+
+
+def test_engines_upsert_remove_and_busy_guard(store):
+    changed, engine = store.upsert_engine('e1', 'http://e1', 2, jobs=['a'], now=1.0)
+    assert changed and engine['jobs'] == ['a'] and engine['slots_used'] == 0
+    assert store.upsert_engine('e1', 'http://e1', 2, now=2.0)[0] is False        # jobs=None keeps the list
+    changed, engine = store.upsert_engine('e1', 'http://e1', 3, drained=True, now=3.0)
+    assert changed and engine['slots'] == 3 and engine['drained'] and engine['jobs'] == ['a']
+    _created, job = store.enqueue('r', 'a', None, 0, None, None, now=1.0)
+    store.transition(job['id'], 'QUEUED', 0, 'SCHEDULED', 2.0, engine='e1')
+    with pytest.raises(EngineBusy):
+        store.delete_engine('e1')
+    assert store.delete_engine('e1', force=True) is True
+    assert store.delete_engine('e1') is False
+    with pytest.raises(UnknownEngine):
+        store.engine('e1')
+
+
+def test_engine_reachability_marks(store):
+    store.upsert_engine('e1', 'http://e1', 2, now=1.0)
+    store.mark_engine_unreachable('e1', 'refused', 5.0)
+    store.mark_engine_unreachable('e1', 'refused again', 6.0)
+    engine = store.engine('e1')
+    assert engine['unreachable_since'] == 5.0 and engine['last_error'] == 'refused again'
+    store.mark_engine_reachable('e1', 7.0)
+    assert store.engine('e1')['unreachable_since'] is None
+
+
+def test_leases_fence_and_expire(store):
+    assert store.acquire_lease('driver', 'a', 10.0, now=100.0) == 1
+    assert store.acquire_lease('driver', 'b', 10.0, now=105.0) is None     # held
+    assert store.acquire_lease('driver', 'a', 10.0, now=108.0) == 1        # renewed
+    assert store.acquire_lease('driver', 'b', 10.0, now=117.0) is None     # renewal moved the expiry to 118
+    assert store.acquire_lease('driver', 'b', 10.0, now=119.0) == 2        # expired: taken over, fence grows
+    assert store.acquire_lease('driver', 'a', 10.0, now=120.0) is None     # the old leader is fenced out
+    store.release_lease('driver', 'b')
+    assert store.acquire_lease('driver', 'a', 10.0, now=121.0) == 3
+
+
+def test_cancel_flag_only_on_unfinished_jobs(store):
+    _created, job = store.enqueue('r', 'a', None, 0, None, None, now=1.0)
+    assert store.request_cancel(job['id'], 2.0) is True
+    assert store.request_cancel(job['id'], 2.0) is False       # already requested
+    store.transition(job['id'], 'QUEUED', 0, 'CANCELLED', 3.0)
+    _created, other = store.enqueue('r2', 'a', None, 0, None, None, now=1.0)
+    store.transition(other['id'], 'QUEUED', 0, 'FAILED', 3.0)
+    assert store.request_cancel(other['id'], 4.0) is False
+
+
+def test_limit_gives_the_newest_jobs_oldest_first(store):
+    for index in range(5):
+        store.enqueue('r%d' % index, 'a', None, 0, None, None, now=1.0)
+    assert [j['request_id'] for j in store.jobs(limit=2)] == ['r3', 'r4']
+    assert [j['request_id'] for j in store.jobs()] == ['r0', 'r1', 'r2', 'r3', 'r4']
+
+
+def test_forced_removal_fails_started_jobs_clearly(store):
+    store.upsert_engine('e1', 'http://e1', 2, now=1.0)
+    _created, job = store.enqueue('r', 'a', None, 0, None, None, now=1.0)
+    store.transition(job['id'], 'QUEUED', 0, 'SCHEDULED', 2.0, engine='e1')
+    store.transition(job['id'], 'SCHEDULED', 0, 'STARTING', 3.0, attempt=1)
+    store.transition(job['id'], 'STARTING', 1, 'RUNNING', 4.0, execution_id=321)
+    assert store.delete_engine('e1', force=True)
+    row = store.job('r')
+    assert row['state'] == 'FAILED'
+    assert row['error'] == 'engine e1 was removed from the queue while the job was on it (execution 321 may still run there)'
+    assert store.history([job['id']])[-1]['to_state'] == 'FAILED'
+
+
+def test_turns_let_one_process_act_per_interval(store):
+    assert store.claim_turn('refresh:e1', 'a', 5.0, now=10.0) is True
+    assert store.claim_turn('refresh:e1', 'b', 5.0, now=12.0) is False     # a took it 2 s ago
+    assert store.claim_turn('refresh:e1', 'a', 5.0, now=14.0) is False     # not even a itself, before the interval ends
+    assert store.claim_turn('refresh:e1', 'b', 5.0, now=15.5) is True
+    assert store.claim_turn('refresh:e2', 'a', 5.0, now=15.5) is True      # turns are per name
