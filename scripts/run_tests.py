@@ -144,7 +144,10 @@ def step_integration(args):
 
 
 def step_lint(_args):
-    code = run(['ansible-lint', '--profile', 'production', '--offline', '--nocolor'], 'lint')
+    env = test_env()
+    # ansible-lint syntax-checks playbooks without an inventory; that must not count as a broken source.
+    del env['ANSIBLE_INVENTORY_UNPARSED_FAILED']
+    code = run(['ansible-lint', '--profile', 'production', '--offline', '--nocolor'], 'lint', env=env)
     return [Result('ansible-lint', passed=int(code == 0), failed=int(code != 0))]
 
 
