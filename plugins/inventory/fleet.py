@@ -1,0 +1,136 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orchestra.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+name: fleet
+short_description: Fleet hosts grouped by what their orchestra agent says (lazy, busy, failed, claimed, ...)
+version_added: 0.1.0
+description:
+  - Scans subnets, host lists and the original tool's cache file for orchestra agents, asks each agent for its
+    state and puts every host that answers into exactly one of the groups V(lazy), V(busy), V(failed), V(claimed),
+    V(unknown) (the agent cannot see Docker), V(unprovisioned) (SSH answers, the agent port does not),
+    V(unreachable) or V(invalid) (something answered, but not the agent protocol).
+  - Each host gets lean variables prefixed C(orchestra_), among them C(orchestra_state) and C(orchestra_reason),
+    the one-line reason for its group. O(compose), O(groups) and O(keyed_groups) also see the agent's whole
+    state document as C(orchestra_agent).
+  - A dead, slow or lying host never fails or stalls the run; a bad configuration is a parse error.
+  - The configuration file name must end in C(.orchestra.yml) or C(.orchestra.yaml).
+author:
+  - orchestra.fleet developers (@orchestra-fleet)
+requirements:
+  - requests (python library on the controller)
+extends_documentation_fragment:
+  - ansible.builtin.constructed
+  - ansible.builtin.inventory_cache
+  - orchestra.fleet.fleet
+  - orchestra.fleet.fleet.sources
+options:
+  plugin:
+    description: Marks the file as a configuration of this plugin.
+    type: str
+    required: true
+    choices: [orchestra.fleet.fleet]
+'''
+
+EXAMPLES = r'''
+# fleet.orchestra.yml: every agent of two subnets, except the control node
+plugin: orchestra.fleet.fleet
+subnets:
+  - 10.20.0.0/24
+  - 10.20.1.0/24
+exclude:
+  - 10.20.0.1
+timeout: 2
+# ansible-inventory -i fleet.orchestra.yml --graph lazy
+
+# The original tool's cache file, TLS agents, cached for five minutes, extra groups by agent version
+plugin: orchestra.fleet.fleet
+hosts_file: /var/cache/orchestra/hosts
+scheme: https
+ca_path: /etc/orchestra/ca.pem
+cache: true
+cache_plugin: ansible.builtin.jsonfile
+cache_connection: ~/.cache/orchestra-fleet
+cache_timeout: 300
+keyed_groups:
+  - key: orchestra_agent.version | default('none')
+    prefix: agent
+compose:
+  ansible_user: "'ops'"
+'''
+
+from ansible.errors import AnsibleError, AnsibleParserError
+from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+
+from ansible_collections.orchestra.fleet.plugins.module_utils import agent_client
+from ansible_collections.orchestra.fleet.plugins.module_utils import fleet_discovery
+
+
+class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
+
+    NAME = 'orchestra.fleet.fleet'
+
+    def verify_file(self, path):
+        return super(InventoryModule, self).verify_file(path) and path.endswith(('.orchestra.yml', '.orchestra.yaml'))
+
+    def parse(self, inventory, loader, path, cache=True):
+        super(InventoryModule, self).parse(inventory, loader, path, cache)
+        try:
+            config = self._read_config_data(path)
+        except AnsibleParserError:
+            raise
+        except AnsibleError as exc:
+            raise AnsibleParserError('%s: %s' % (path, exc))
+        self._reject_unknown_options(config, path)
+        try:
+            agent_client.require_requests()
+            targets = fleet_discovery.expand_sources(**fleet_discovery.source_options(self.get_option))
+        except (fleet_discovery.FleetConfigError, ImportError) as exc:
+            raise AnsibleParserError('%s: %s' % (path, exc))
+
+        cache_key = self.get_cache_key(path)
+        use_cache = self.get_option('cache')
+        # --flush-cache arrives as cache=False: probe again and overwrite the entry.
+        needs_update = use_cache and not cache
+        reports = None
+        if use_cache and cache:
+            try:
+                reports = self._cache[cache_key]
+            except KeyError:
+                needs_update = True
+        if reports is None:
+            warnings = []
+            reports = fleet_discovery.discover(targets, warnings=warnings, **fleet_discovery.probe_options(self.get_option))
+            for warning in warnings:
+                self.display.warning('%s: %s' % (path, warning))
+        if needs_update:
+            # Written only after a real probe: a cache hit must not extend the entry's life.
+            self._cache[cache_key] = reports
+        self._populate(reports)
+
+    def _reject_unknown_options(self, config, path):
+        unknown = sorted(set(config) - set(self._options))
+        if unknown:
+            raise AnsibleParserError('%s: unknown option(s) %s for %s; valid options: %s'
+                                     % (path, ', '.join(unknown), self.NAME, ', '.join(sorted(self._options))))
+
+    def _populate(self, reports):
+        for state in fleet_discovery.STATES:
+            self.inventory.add_group(state)
+        strict = self.get_option('strict')
+        for report in reports:
+            host = self.inventory.add_host(report['name'], group=report['state'])
+            lean = fleet_discovery.host_vars(report)
+            if report.get('address') and report['address'] != report['name']:
+                lean['ansible_host'] = report['address']
+            for key, value in lean.items():
+                self.inventory.set_variable(host, key, value)
+            full = dict(lean, orchestra_agent=report.get('agent') or {}, orchestra_address=report.get('address'))
+            self._set_composite_vars(self.get_option('compose'), full, host, strict=strict)
+            self._add_host_to_composed_groups(self.get_option('groups'), full, host, strict=strict)
+            self._add_host_to_keyed_groups(self.get_option('keyed_groups'), full, host, strict=strict)

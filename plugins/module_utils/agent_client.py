@@ -1,0 +1,334 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orchestra.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one HTTP client for the orchestra agent protocol (docs/agent-openapi.yaml).
+
+Used by the inventory plugin, the lookup and the claim module. Every call has a
+bounded connect timeout and a deadline for the whole answer, reads at most
+MAX_BODY_BYTES, and turns every failure into an AgentError subclass whose
+message says what the agent (or the thing pretending to be one) did.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import http.client
+import json
+import socket
+import ssl
+import threading
+import time
+
+from urllib.parse import quote
+
+try:
+    import requests
+    from requests.adapters import HTTPAdapter
+    HAS_REQUESTS = True
+    REQUESTS_IMPORT_ERROR = None
+except ImportError as exc:  # pragma: no cover - exercised only without requests
+    requests = None
+    HTTPAdapter = object
+    HAS_REQUESTS = False
+    REQUESTS_IMPORT_ERROR = exc
+
+DEFAULT_PORT = 9009
+MAX_BODY_BYTES = 1024 * 1024
+AGENT_STATES = ('unknown', 'failed', 'busy', 'claimed', 'lazy')
+
+
+class AgentError(Exception):
+    """Any failure talking to an agent; str() is a one-line human reason."""
+
+    def __init__(self, message, url=None, status=None, code=None, body=None):
+        super(AgentError, self).__init__(message)
+        self.message = message
+        self.url = url
+        self.status = status
+        self.code = code
+        self.body = body
+
+
+class AgentUnreachable(AgentError):
+    """No usable connection: refused, reset, no route, TLS failure."""
+
+
+class AgentTimeout(AgentUnreachable):
+    """Connected (or tried to) but no complete answer before the deadline."""
+
+
+class AgentProtocolError(AgentError):
+    """Something answered, but not the agent protocol (HTML, garbage, wrong JSON shape)."""
+
+
+class AgentHTTPError(AgentError):
+    """The agent answered with a protocol error document (4xx/5xx)."""
+
+
+class AgentAuthError(AgentHTTPError):
+    """401/403: missing or wrong token, or wrong claim secret."""
+
+
+class AgentNotFound(AgentHTTPError):
+    """404: unknown route, or unknown / expired claim."""
+
+
+class AgentConflict(AgentHTTPError):
+    """409: host busy, already claimed, failed, docker down, or stale fencing."""
+
+
+def require_requests():
+    """Raise ImportError with an actionable message when requests is missing."""
+    if not HAS_REQUESTS:
+        raise ImportError('the python "requests" library is required on the controller (pip install requests): %s'
+                          % REQUESTS_IMPORT_ERROR)
+
+
+def agent_url(host, port=DEFAULT_PORT, scheme='http'):
+    """Base URL for an agent; IPv6 literals get their brackets."""
+    if ':' in host and not host.startswith('['):
+        host = '[%s]' % host
+    return '%s://%s:%d' % (scheme, host, int(port))
+
+
+def verify_setting(validate_certs=True, ca_path=None):
+    """requests' `verify` from the two user options (a CA bundle implies validation)."""
+    if not validate_certs:
+        return False
+    return ca_path or True
+
+
+def new_session(pool_size=10):
+    """A pooled session; no automatic retries (a retry would hide a flaky host and double a POST)."""
+    require_requests()
+    session = requests.Session()
+    session.trust_env = False  # never send agent traffic through an HTTP(S)_PROXY from the environment
+    adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+    session.mount('http://', adapter)
+    session.mount('https://', adapter)
+    return session
+
+
+class ThreadLocalSessions:
+    """One pooled session per thread: requests.Session is not documented as thread-safe."""
+
+    def __init__(self, pool_size=4):
+        self._local = threading.local()
+        self._pool_size = pool_size
+        self._all = []
+        self._lock = threading.Lock()
+
+    def get(self):
+        session = getattr(self._local, 'session', None)
+        if session is None:
+            session = new_session(self._pool_size)
+            self._local.session = session
+            with self._lock:
+                self._all.append(session)
+        return session
+
+    def close(self):
+        with self._lock:
+            sessions, self._all = self._all, []
+        for session in sessions:
+            session.close()
+
+
+def _chain(exc):
+    """The exception and every cause/context under it (requests wraps urllib3 wraps OSError)."""
+    seen = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        nested = exc.args[0] if getattr(exc, 'args', None) and isinstance(exc.args[0], BaseException) else None
+        reason = getattr(exc, 'reason', None)
+        exc = exc.__cause__ or (reason if isinstance(reason, BaseException) else None) or nested or exc.__context__
+    return seen
+
+
+def describe_connection_error(exc):
+    """(error class, one-line reason) for a requests ConnectionError."""
+    for item in _chain(exc):
+        if isinstance(item, (http.client.BadStatusLine, http.client.LineTooLong, http.client.HTTPException)):
+            return AgentProtocolError, 'answered, but not with HTTP (%s)' % (type(item).__name__)
+        if isinstance(item, ConnectionResetError):
+            return AgentUnreachable, 'connection reset by peer'
+        if isinstance(item, ConnectionRefusedError):
+            return AgentUnreachable, 'connection refused'
+        if isinstance(item, ssl.SSLError):
+            return AgentUnreachable, 'TLS error: %s' % (getattr(item, 'reason', None) or item)
+        if isinstance(item, socket.gaierror):
+            return AgentUnreachable, 'name does not resolve: %s' % (item.strerror or item)
+        if isinstance(item, socket.timeout):
+            return AgentTimeout, 'timed out'
+    text = str(exc)
+    if 'RemoteDisconnected' in text or 'closed connection without response' in text:
+        return AgentUnreachable, 'connection closed without an answer'
+    return AgentUnreachable, 'connection failed: %s' % text[:200]
+
+
+def _content_kind(response):
+    return (response.headers.get('Content-Type') or '').split(';')[0].strip().lower()
+
+
+def _snippet(raw):
+    text = raw[:80].decode('utf-8', 'replace').replace('\n', ' ').replace('\r', ' ').strip()
+    return text + ('...' if len(raw) > 80 else '')
+
+
+class AgentClient:
+    """Client for one agent. `timeout` is the deadline for a whole answer, in seconds."""
+
+    def __init__(self, base_url, token=None, timeout=5.0, connect_timeout=None, verify=True, session=None):
+        require_requests()
+        self.base_url = base_url.rstrip('/')
+        self.timeout = float(timeout)
+        self.connect_timeout = float(connect_timeout) if connect_timeout else self.timeout
+        self.verify = verify
+        self._token = token
+        self._session = session or new_session()
+
+    # -- transport --------------------------------------------------------------------------
+    def _read_body(self, response, url, deadline):
+        chunks, size = [], 0
+        for chunk in response.iter_content(65536):
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise AgentProtocolError('answer larger than %d bytes' % MAX_BODY_BYTES, url=url, status=response.status_code)
+            chunks.append(chunk)
+            if time.monotonic() > deadline:
+                raise AgentTimeout('answer not complete within %.1f s' % self.timeout, url=url)
+        return b''.join(chunks)
+
+    def request_raw(self, method, path, body=None, headers=None):
+        """(status, content type, body bytes) or an AgentError; the deadline covers the whole exchange."""
+        url = self.base_url + path
+        deadline = time.monotonic() + self.timeout
+        send_headers = {'Accept': 'application/json'}
+        if self._token:
+            send_headers['Authorization'] = 'Bearer %s' % self._token
+        send_headers.update(headers or {})
+        try:
+            response = self._session.request(
+                method, url, json=body, headers=send_headers, verify=self.verify, stream=True, allow_redirects=False,
+                timeout=(min(self.connect_timeout, self.timeout), self.timeout))
+            try:
+                raw = self._read_body(response, url, deadline)
+            finally:
+                response.close()
+        except requests.exceptions.ConnectTimeout:
+            raise AgentTimeout('no connection within %.1f s' % min(self.connect_timeout, self.timeout), url=url)
+        except requests.exceptions.ReadTimeout:
+            raise AgentTimeout('accepted the connection but sent no answer within %.1f s' % self.timeout, url=url)
+        except requests.exceptions.SSLError as exc:
+            raise AgentUnreachable(describe_connection_error(exc)[1], url=url)
+        except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError) as exc:
+            error_class, reason = describe_connection_error(exc)
+            raise error_class(reason, url=url)
+        except requests.exceptions.RequestException as exc:
+            raise AgentError('request failed: %s' % exc, url=url)
+        return response.status_code, _content_kind(response), raw
+
+    def request(self, method, path, body=None, headers=None):
+        """Decoded JSON object of a 2xx answer, or the matching AgentError with the agent's message."""
+        status, kind, raw = self.request_raw(method, path, body=body, headers=headers)
+        url = self.base_url + path
+        if kind != 'application/json' and not kind.endswith('+json'):
+            raise AgentProtocolError('answered HTTP %d with %s, not JSON: %r' % (status, kind or 'no content type', _snippet(raw)),
+                                     url=url, status=status)
+        try:
+            doc = json.loads(raw.decode('utf-8'))
+        except ValueError:
+            raise AgentProtocolError('answered HTTP %d with invalid JSON: %r' % (status, _snippet(raw)), url=url, status=status)
+        if not isinstance(doc, dict):
+            raise AgentProtocolError('answered HTTP %d with a JSON %s, not an object' % (status, type(doc).__name__),
+                                     url=url, status=status)
+        if 200 <= status < 300:
+            return doc
+        code = doc.get('error') if isinstance(doc.get('error'), str) else 'http_%d' % status
+        message = doc.get('message') if isinstance(doc.get('message'), str) else code
+        error_class = {401: AgentAuthError, 403: AgentAuthError, 404: AgentNotFound, 409: AgentConflict}.get(status, AgentHTTPError)
+        raise error_class('HTTP %d %s: %s' % (status, code, message), url=url, status=status, code=code, body=doc)
+
+    # -- protocol ---------------------------------------------------------------------------
+    def health(self):
+        return self.request('GET', '/v1/health')
+
+    def state(self):
+        """The agent's /v1/state, checked for the fields callers rely on."""
+        return validate_state(self.request('GET', '/v1/state'), self.base_url + '/v1/state')
+
+    def legacy_busy(self):
+        """The original tool's /busy endpoint: True, False, or AgentProtocolError."""
+        status, _kind, raw = self.request_raw('GET', '/busy', headers={'Accept': 'text/plain'})
+        text = raw.strip().upper()
+        if status == 200 and text in (b'TRUE', b'FALSE'):
+            return text == b'TRUE'
+        raise AgentProtocolError('answered /busy with HTTP %d %r, not TRUE/FALSE' % (status, _snippet(raw)),
+                                 url=self.base_url + '/busy', status=status)
+
+    def claims(self):
+        doc = self.request('GET', '/v1/claims')
+        if not isinstance(doc.get('claims'), list):
+            raise AgentProtocolError('/v1/claims without a "claims" list', url=self.base_url + '/v1/claims')
+        return doc['claims']
+
+    def create_claim(self, owner, ttl, note=None):
+        body = {'owner': owner, 'ttl': int(ttl)}
+        if note:
+            body['note'] = note
+        return validate_claim(self.request('POST', '/v1/claims', body=body), self.base_url + '/v1/claims', need_secret=True)
+
+    def renew_claim(self, claim_id, secret, ttl=None, fencing=None):
+        body = {'secret': secret}
+        if ttl is not None:
+            body['ttl'] = int(ttl)
+        if fencing is not None:
+            body['fencing'] = int(fencing)
+        path = '/v1/claims/%s' % quote(str(claim_id), safe='')
+        return validate_claim(self.request('PUT', path, body=body), self.base_url + path)
+
+    def release_claim(self, claim_id, secret, fencing=None):
+        body = {'secret': secret}
+        if fencing is not None:
+            body['fencing'] = int(fencing)
+        return self.request('DELETE', '/v1/claims/%s' % quote(str(claim_id), safe=''), body=body)
+
+    def ack_failures(self, containers=None):
+        body = {} if containers is None else {'containers': list(containers)}
+        return self.request('POST', '/v1/failures/ack', body=body)
+
+
+def _wrong_shape(url, what):
+    return AgentProtocolError('JSON of the wrong shape: %s' % what, url=url)
+
+
+def validate_state(doc, url=None):
+    """Check a /v1/state document; raise AgentProtocolError naming the first problem."""
+    state = doc.get('state')
+    if not isinstance(state, str):
+        raise _wrong_shape(url, '"state" missing or not a string')
+    if state not in AGENT_STATES:
+        raise _wrong_shape(url, 'unknown state %r' % state[:40])
+    if not isinstance(doc.get('reason', ''), str):
+        raise _wrong_shape(url, '"reason" is not a string')
+    for key in ('running', 'failed_workflows', 'fencing'):
+        value = doc.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise _wrong_shape(url, '"%s" is not an integer' % key)
+    claim = doc.get('claim')
+    if claim is not None and not isinstance(claim, dict):
+        raise _wrong_shape(url, '"claim" is not an object')
+    return doc
+
+
+def validate_claim(doc, url=None, need_secret=False):
+    for key in ('id', 'fencing'):
+        if key not in doc:
+            raise _wrong_shape(url, 'claim without "%s"' % key)
+    if isinstance(doc['fencing'], bool) or not isinstance(doc['fencing'], int):
+        raise _wrong_shape(url, 'claim "fencing" is not an integer')
+    if need_secret and not isinstance(doc.get('secret'), str):
+        raise _wrong_shape(url, 'new claim without a "secret"')
+    return doc

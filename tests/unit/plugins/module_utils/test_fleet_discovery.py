@@ -1,0 +1,203 @@
+"""fleet_discovery: source expansion, the bounded pool, the TCP sweep and classification.
+
+Classification runs against real sockets on 127.0.0.0/8 (every 127.x address is local),
+one misbehaving server per address, all on the same port, as on a real fleet.
+"""
+import socket
+import threading
+import time
+
+import pytest
+
+from ansible_collections.orchestra.fleet.plugins.module_utils import fleet_discovery as fd
+from tests.support.misbehaving import MisbehavingServer
+
+LAZY = {'hostname': 'w2', 'version': '0.1.0', 'state': 'lazy', 'reason': 'no workload running', 'running': 0,
+        'failed_workflows': 0, 'claim': None, 'fencing': 2}
+CLAIMED = dict(LAZY, state='claimed', reason='claimed by sched-a until 2026-11-22T12:00:00Z',
+               claim={'id': 'c1', 'owner': 'sched-a', 'fencing': 3, 'expires_at': '2026-11-22T12:00:00Z'}, fencing=3)
+
+
+def names(targets):
+    return [t.name for t in targets]
+
+
+# ---------------------------------------------------------------- sources
+
+def test_expand_subnet_hosts_exclude_dedupe(tmp_path):
+    cache = tmp_path / 'cache'
+    cache.write_text('# the old tool\n10.9.0.7\n\n10.9.1.1  # trailing comment\n')
+    targets = fd.expand_sources(subnets=['10.9.0.0/29'], hosts=['10.9.0.2', 'w1.example'], hosts_file=str(cache),
+                                exclude=['10.9.0.3', '10.9.0.4/31'])
+    assert names(targets) == ['10.9.0.2', 'w1.example', '10.9.0.7', '10.9.1.1', '10.9.0.1', '10.9.0.6']
+    assert [t.named for t in targets] == [True, True, True, True, False, False]
+    assert targets[1].address is None  # resolved at probe time
+
+
+def test_single_address_subnet():
+    assert names(fd.expand_sources(subnets=['10.9.0.5/32'])) == ['10.9.0.5']
+
+
+@pytest.mark.parametrize('kwargs, text', [
+    ({}, 'no source'),
+    ({'subnets': ['10.0.0.0/33']}, "subnets: '10.0.0.0/33' is not a valid CIDR"),
+    ({'subnets': ['banana']}, 'is not a valid CIDR'),
+    ({'subnets': ['10.0.0.0/24'], 'exclude': ['nope/8']}, 'exclude:'),
+    ({'hosts': ['10.0.0.1'], 'exclude': ['10.0.0.0/24']}, 'conflicting sources: 10.0.0.1 is listed in hosts and excluded'),
+    ({'subnets': ['10.0.0.0/30'], 'exclude': ['10.0.0.0/24']}, 'exclude removes every address'),
+    ({'subnets': ['10.0.0.0/8']}, 'exceed max_addresses'),
+    ({'hosts': ['']}, 'empty entry'),
+])
+def test_bad_sources_raise_clear_errors(kwargs, text):
+    with pytest.raises(fd.FleetConfigError, match=text):
+        fd.expand_sources(**kwargs)
+
+
+def test_unreadable_and_bad_hosts_file(tmp_path):
+    with pytest.raises(fd.FleetConfigError, match='cannot read'):
+        fd.read_hosts_file(str(tmp_path / 'missing'))
+    bad = tmp_path / 'bad'
+    bad.write_text('10.0.0.1\nnot-an-ip\n')
+    with pytest.raises(fd.FleetConfigError, match='line 2'):
+        fd.read_hosts_file(str(bad))
+
+
+def test_env_list():
+    assert fd.env_list('10.0.0.0/24, 10.1.0.0/24  h1') == ['10.0.0.0/24', '10.1.0.0/24', 'h1']
+    assert fd.env_list(['a ', 'b']) == ['a', 'b']
+    assert fd.env_list(None) == []
+
+
+# ---------------------------------------------------------------- pool
+
+def test_run_bounded_respects_worker_limit_and_deadline():
+    active, peak = [0], [0]
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def work(item):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        if item == 'stuck':
+            release.wait(30)  # abandoned by the watchdog
+        else:
+            time.sleep(0.05)
+        with lock:
+            active[0] -= 1
+        if item == 'boom':
+            raise RuntimeError('bug')
+        return item.upper()
+
+    items = ['a', 'stuck', 'b', 'c', 'boom', 'd', 'e']
+    results = fd.run_bounded(items, work, 3, 0.5, lambda item: 'TIMEOUT ' + item)
+    release.set()
+    assert results[1] == 'TIMEOUT stuck'
+    assert [results[i] for i in (0, 2, 3, 5, 6)] == ['A', 'B', 'C', 'D', 'E']
+    assert isinstance(results[4], RuntimeError)
+    assert peak[0] <= 4  # 3 workers + 1 replacement for the abandoned thread
+
+
+# ---------------------------------------------------------------- sweep and classification
+
+@pytest.fixture
+def free_port():
+    sock = socket.socket()
+    sock.bind(('127.0.0.1', 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def listener(address, port):
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((address, port))
+    sock.listen(8)
+    return sock
+
+
+def test_tcp_sweep_open_refused(free_port):
+    sock = listener('127.0.0.41', free_port)
+    try:
+        result = fd.tcp_sweep(['127.0.0.41', '127.0.0.42'], [free_port], 0.5, max_in_flight=1)
+    finally:
+        sock.close()
+    assert result == {('127.0.0.41', free_port): 'open', ('127.0.0.42', free_port): 'refused'}
+
+
+@pytest.fixture
+def fleet(free_port):
+    """One misbehaving or fake-agent server per 127.0.0.x address, all on one port."""
+    servers = [
+        MisbehavingServer('json', '127.0.0.11', free_port, routes={'/v1/state': (200, LAZY)}),
+        MisbehavingServer('json', '127.0.0.12', free_port, routes={'/v1/state': (200, CLAIMED)}),
+        MisbehavingServer('html', '127.0.0.13', free_port),
+        MisbehavingServer('garbage', '127.0.0.14', free_port),
+        MisbehavingServer('wrong_json', '127.0.0.15', free_port),
+        MisbehavingServer('reset', '127.0.0.16', free_port),
+        MisbehavingServer('tarpit', '127.0.0.17', free_port),
+        MisbehavingServer('json', '127.0.0.18', free_port, routes={'/busy': (200, b'FALSE', 'text/plain')}),
+        MisbehavingServer('json', '127.0.0.19', free_port, routes={'/v1/state': (401, {'error': 'unauthorized', 'message': 'token'})}),
+    ]
+    for server in servers:
+        server.start()
+    ssh = listener('127.0.0.20', free_port + 1 if free_port < 65535 else free_port - 1)
+    yield free_port, ssh.getsockname()[1]
+    ssh.close()
+    for server in servers:
+        server.stop()
+
+
+def test_discover_classifies_every_kind_of_host(fleet):
+    port, ssh_port = fleet
+    targets = fd.expand_sources(subnets=['127.0.0.0/27'], hosts=['127.0.0.30', 'no-such-host.invalid'])
+    began = time.monotonic()
+    reports = fd.discover(targets, port=port, timeout=1.0, connect_timeout=0.3, concurrency=4, ssh_port=ssh_port)
+    elapsed = time.monotonic() - began
+    by_name = dict((r['name'], r) for r in reports)
+    got = dict((name, r['state']) for name, r in by_name.items())
+    assert got == {
+        '127.0.0.11': 'lazy', '127.0.0.12': 'claimed', '127.0.0.13': 'invalid', '127.0.0.14': 'invalid',
+        '127.0.0.15': 'invalid', '127.0.0.16': 'unreachable', '127.0.0.17': 'unreachable', '127.0.0.18': 'lazy',
+        '127.0.0.19': 'invalid', '127.0.0.20': 'unprovisioned',
+        '127.0.0.30': 'unreachable',  # named, so reported though dead
+        'no-such-host.invalid': 'unreachable',
+    }  # the anonymous dead addresses of the /27 are left out
+    assert 'text/html' in by_name['127.0.0.13']['reason']
+    assert 'not with HTTP' in by_name['127.0.0.14']['reason']
+    assert 'wrong shape' in by_name['127.0.0.15']['reason']
+    assert 'reset' in by_name['127.0.0.16']['reason']
+    assert 'no answer within 1.0 s' in by_name['127.0.0.17']['reason']
+    assert 'legacy agent' in by_name['127.0.0.18']['reason']
+    assert 'token' in by_name['127.0.0.19']['reason']
+    assert 'SSH answers' in by_name['127.0.0.20']['reason']
+    assert 'does not resolve' in by_name['no-such-host.invalid']['reason']
+    assert by_name['127.0.0.12']['reason'].startswith('claimed by sched-a')
+    assert elapsed < 15  # ends by itself despite the tarpit (loose bound, not a speed claim)
+
+
+def test_host_vars_are_lean_and_prefixed():
+    report = {'state': 'claimed', 'reason': 'claimed by x', 'agent_url': 'http://10.0.0.1:9009', 'agent': CLAIMED}
+    values = fd.host_vars(report)
+    assert values['orchestra_state'] == 'claimed'
+    assert values['orchestra_reason'] == 'claimed by x'
+    assert values['orchestra_claim_owner'] == 'sched-a'
+    assert values['orchestra_fencing'] == 3
+    assert all(key.startswith('orchestra_') for key in values)
+    assert 'orchestra_agent' not in values
+
+
+def test_select_states():
+    reports = [{'state': 'lazy'}, {'state': 'busy'}, {'state': 'unprovisioned'}]
+    assert fd.select_states(reports, ['lazy', 'unprovisioned']) == [reports[0], reports[2]]
+    with pytest.raises(fd.FleetConfigError, match='unknown state'):
+        fd.select_states(reports, ['idle'])
+
+
+def test_pool_results_finished_before_collect_are_not_overdue():
+    pool = fd.DeadlinePool(lambda item: item * 2, 4, 0.2, lambda item: 'TIMEOUT')
+    for index in range(20):
+        pool.submit(index, index)
+    time.sleep(0.5)  # the caller is busy elsewhere (the sweep) long after the work finished
+    assert pool.collect() == dict((index, index * 2) for index in range(20))
