@@ -48,6 +48,7 @@ exclude:
 timeout: 2
 # ansible-inventory -i fleet.orchestra.yml --graph lazy
 
+---
 # The original tool's cache file, TLS agents, cached for five minutes, extra groups by agent version
 plugin: orchestra.fleet.fleet
 hosts_file: /var/cache/orchestra/hosts

@@ -149,10 +149,12 @@ def _chain(exc):
 def describe_connection_error(exc):
     """(error class, one-line reason) for a requests ConnectionError."""
     for item in _chain(exc):
-        if isinstance(item, (http.client.BadStatusLine, http.client.LineTooLong, http.client.HTTPException)):
-            return AgentProtocolError, 'answered, but not with HTTP (%s)' % (type(item).__name__)
+        # RemoteDisconnected is both a ConnectionResetError and an HTTPException; whether a peer that
+        # resets right after accept shows up as it or as ECONNRESET is a race, so both mean "reset".
         if isinstance(item, ConnectionResetError):
             return AgentUnreachable, 'connection reset by peer'
+        if isinstance(item, (http.client.BadStatusLine, http.client.LineTooLong, http.client.HTTPException)):
+            return AgentProtocolError, 'answered, but not with HTTP (%s)' % (type(item).__name__)
         if isinstance(item, ConnectionRefusedError):
             return AgentUnreachable, 'connection refused'
         if isinstance(item, ssl.SSLError):
@@ -163,7 +165,7 @@ def describe_connection_error(exc):
             return AgentTimeout, 'timed out'
     text = str(exc)
     if 'RemoteDisconnected' in text or 'closed connection without response' in text:
-        return AgentUnreachable, 'connection closed without an answer'
+        return AgentUnreachable, 'connection reset: closed without an answer'
     return AgentUnreachable, 'connection failed: %s' % text[:200]
 
 

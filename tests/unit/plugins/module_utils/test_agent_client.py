@@ -1,6 +1,5 @@
 """agent_client against real sockets on loopback: good answers, protocol errors and misbehaving peers."""
 import socket
-import time
 
 import pytest
 
@@ -79,11 +78,9 @@ def test_misbehaving_peers_raise_clear_errors(mode, error_class, text):
 
 def test_tarpit_times_out_within_deadline():
     with MisbehavingServer('tarpit') as server:
-        began = time.monotonic()
+        # The reason names the configured deadline: the call ended through it, not through the server.
         with pytest.raises(ac.AgentTimeout, match='no answer within 0.5 s'):
             client_for(server, timeout=0.5).state()
-        elapsed = time.monotonic() - began
-    assert elapsed < 5  # generous: proves the call ends on its own, not a speed claim
 
 
 def test_connection_refused():

@@ -152,9 +152,7 @@ def fleet(free_port):
 def test_discover_classifies_every_kind_of_host(fleet):
     port, ssh_port = fleet
     targets = fd.expand_sources(subnets=['127.0.0.0/27'], hosts=['127.0.0.30', 'no-such-host.invalid'])
-    began = time.monotonic()
     reports = fd.discover(targets, port=port, timeout=1.0, connect_timeout=0.3, concurrency=4, ssh_port=ssh_port)
-    elapsed = time.monotonic() - began
     by_name = dict((r['name'], r) for r in reports)
     got = dict((name, r['state']) for name, r in by_name.items())
     assert got == {
@@ -174,7 +172,6 @@ def test_discover_classifies_every_kind_of_host(fleet):
     assert 'SSH answers' in by_name['127.0.0.20']['reason']
     assert 'does not resolve' in by_name['no-such-host.invalid']['reason']
     assert by_name['127.0.0.12']['reason'].startswith('claimed by sched-a')
-    assert elapsed < 15  # ends by itself despite the tarpit (loose bound, not a speed claim)
 
 
 def test_host_vars_are_lean_and_prefixed():
