@@ -12,9 +12,11 @@ short_description: Fleet hosts grouped by what their orchestra agent says (lazy,
 version_added: 0.1.0
 description:
   - Scans subnets, host lists and the original tool's cache file for orchestra agents, asks each agent for its
-    state and puts every host that answers into exactly one of the groups V(lazy), V(busy), V(failed), V(claimed),
-    V(unknown) (the agent cannot see Docker), V(unprovisioned) (SSH answers, the agent port does not),
+    state and puts every host that answers into the group of its state, one of V(lazy), V(busy), V(failed),
+    V(claimed), V(unknown) (the agent cannot see Docker), V(unprovisioned) (SSH answers, the agent port does not),
     V(unreachable) or V(invalid) (something answered, but not the agent protocol).
+  - A host is also put in each of V(failed), V(busy) and V(claimed) whose flag its agent reports, because those
+    can hold together (a claimed host running its workflow is busy and claimed); V(lazy) stays exclusive.
   - Each host gets lean variables prefixed C(orchestra_), among them C(orchestra_state) and C(orchestra_reason),
     the one-line reason for its group. O(compose), O(groups) and O(keyed_groups) also see the agent's whole
     state document as C(orchestra_agent).
@@ -126,6 +128,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         strict = self.get_option('strict')
         for report in reports:
             host = self.inventory.add_host(report['name'], group=report['state'])
+            for group in fleet_discovery.groups_of(report)[1:]:
+                self.inventory.add_child(group, host)
             lean = fleet_discovery.host_vars(report)
             if report.get('address') and report['address'] != report['name']:
                 lean['ansible_host'] = report['address']

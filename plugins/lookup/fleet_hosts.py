@@ -12,7 +12,8 @@ short_description: Fleet hosts in a given state (lazy, busy, failed, ...), asked
 version_added: 0.1.0
 description:
   - Scans the same sources as the P(orchestra.fleet.fleet#inventory) inventory plugin and returns the hosts
-    whose state is one of the terms, in source order. The old C(orchestra lazy) command inside a playbook.
+    in any of the groups named by the terms (grouped as the inventory plugin does), in source order.
+    The old C(orchestra lazy) command inside a playbook.
   - States are V(lazy), V(busy), V(failed), V(claimed), V(unknown), V(unprovisioned), V(unreachable) and V(invalid).
 author:
   - orchestra.fleet developers (@orchestra-fleet)

@@ -478,13 +478,29 @@ def host_vars(host_report, prefix='orchestra_'):
     return dict((prefix + key, value) for key, value in values.items() if value is not None)
 
 
+FLAG_GROUPS = ('failed', 'busy', 'claimed')
+
+
+def groups_of(host_report):
+    """The host's state first, then every other of failed / busy / claimed its agent reports.
+
+    The state is one verdict by precedence, but the flags can hold together: a host running work
+    with an unacknowledged failure is both failed and busy, and a claimed host whose workflow has
+    started is both busy and claimed. `--graph busy` must list every host running work.
+    """
+    agent = host_report.get('agent') or {}
+    groups = [host_report['state']]
+    groups.extend(flag for flag in FLAG_GROUPS if agent.get(flag) is True and flag not in groups)
+    return groups
+
+
 def select_states(reports, states):
-    """Reports whose state is one of `states` (validated against STATES)."""
+    """Reports in any of the groups `states` (validated against STATES), as the inventory groups them."""
     wanted = list(states)
     unknown = [s for s in wanted if s not in STATES]
     if unknown:
         raise FleetConfigError('unknown state(s) %s; choose from %s' % (', '.join(unknown), ', '.join(STATES)))
-    return [r for r in reports if r['state'] in wanted]
+    return [r for r in reports if set(groups_of(r)) & set(wanted)]
 
 
 def env_list(value):

@@ -15,7 +15,6 @@ again at once (a port-0 listener cannot: its TIME_WAIT sockets would block it).
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -26,6 +25,7 @@ import urllib.error
 import urllib.request
 
 from tests.support.lab.paths import lab_dir
+from tests.support.lab.processes import stop_process
 
 COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 AGENT_SOURCE = os.path.join(COLLECTION_ROOT, 'roles', 'agent', 'files', 'agent')
@@ -133,14 +133,7 @@ class AgentHandle:
         proc, self.proc = self.proc, None
         if proc is None:
             return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=timeout)
-        return proc.returncode
+        return stop_process(proc, timeout)
 
     def restart(self):
         """Stop and start again on the same port with the same state_dir."""

@@ -19,6 +19,7 @@ import time
 import uuid
 
 from tests.support.lab.paths import lab_dir
+from tests.support.lab.processes import stop_process
 
 PYTHON_LISTENER = (
     'import socket,sys,time\n'
@@ -164,13 +165,7 @@ class NetnsLab:
         return proc
 
     def stop(self, proc, timeout=10):
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=timeout)
+        stop_process(proc, timeout)
 
     # -- teardown ----------------------------------------------------------------
     def down(self):

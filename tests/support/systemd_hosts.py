@@ -10,7 +10,6 @@ network, starts `count` hosts with systemd as PID 1 (the flags LAB.md verified;
 so a Docker-aware service inside sees a real engine, installs a per-run SSH key
 for root, and yields the hosts. Everything it created is removed on exit.
 """
-import fcntl
 import hashlib
 import inspect
 import ipaddress
@@ -26,6 +25,7 @@ from contextlib import contextmanager
 
 from tests.support.lab import docker_engine
 from tests.support.lab.paths import lab_dir
+from tests.support.lab.processes import locked
 
 SUITE = 'bookworm'
 MIRROR = 'http://deb.debian.org/debian'
@@ -107,16 +107,6 @@ def image_name():
     return '%s:%s' % (IMAGE_REPO, recipe_hash())
 
 
-@contextmanager
-def _locked(name):
-    with open(os.path.join(lab_dir(), name + '.lock'), 'w') as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _customise(rootfs):
     """File-level tweaks on the bootstrapped tree (no chroot needed)."""
     # An empty machine-id makes systemd generate one per container at boot.
@@ -153,7 +143,7 @@ def image():
     """Return the host image, building it first when its recipe changed."""
     docker_engine.ensure_engine()
     name = image_name()
-    with _locked('debian-systemd-image'):
+    with locked('debian-systemd-image'):
         if docker_engine.image_exists(name):
             return name
         if shutil.which('debootstrap') is None:
@@ -211,7 +201,7 @@ def free_subnets(taken, pool=SUBNET_POOL, prefix=24):
 
 
 def _create_network(name):
-    with _locked('systemd-hosts-network'):
+    with locked('systemd-hosts-network'):
         candidates = free_subnets(_taken_networks())
         if not candidates:
             raise RuntimeError('no free /24 left in %s' % SUBNET_POOL)

@@ -15,6 +15,7 @@ import pytest
 
 from tests.support.agent_proc import start_agent
 from tests.support.lab import docker_engine
+from tests.support.lab.processes import stop_process
 from tests.support.lab.paths import lab_dir
 
 TOKEN = 'agent-suite-token-%s' % uuid.uuid4().hex
@@ -111,14 +112,8 @@ class PrivateDockerd:
 
     def stop(self, timeout=30):
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=timeout)
+        if proc is not None:
+            stop_process(proc, timeout)
 
     def cleanup(self):
         self.stop()

@@ -2,7 +2,7 @@
 
     lazy1, lazy2  real agents, nothing running (real sshd too: run_workflow goes there over SSH)
     busy          real agent + a running busybox container with its label
-    failed        real agent + a busybox container that exited 3
+    failed        real agent + a busybox container that exited 3, and one still running
     claimed       real agent holding a claim
     sshonly       no agent, a real sshd (unprovisioned; install_agent targets it)
     reset, tarpit, html, garbage, wrong_json   misbehaving servers on the agent port
@@ -85,6 +85,9 @@ def fleet():
                image, 'sleep', '3600')
         docker('run', '-d', '--network', 'none', '--label', suite_label, '--label', '%s=%s' % (HOST_LABEL, hosts['failed'].address),
                image, 'sh', '-c', 'exit 3')
+        # The failed host also runs work: its state is failed, and it belongs in busy too.
+        docker('run', '-d', '--network', 'none', '--label', suite_label, '--label', '%s=%s' % (HOST_LABEL, hosts['failed'].address),
+               image, 'sleep', '3600')
         agent_client.AgentClient(agent_client.agent_url(hosts['claimed'].address), token=TOKEN).create_claim('suite-holder', 3600)
         for name, state in (('busy', 'busy'), ('failed', 'failed'), ('claimed', 'claimed'), ('lazy1', 'lazy'), ('lazy2', 'lazy')):
             wait_state(hosts[name].address, state)

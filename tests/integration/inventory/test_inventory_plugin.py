@@ -40,6 +40,15 @@ def test_graph_of_one_group(fleet, ansible, tmp_path):
     assert sorted(lines[1:]) == sorted([fleet.hosts['lazy1'].address, fleet.hosts['lazy2'].address])
 
 
+def test_hosts_whose_flags_hold_together_are_in_each_group(fleet, ansible, tmp_path):
+    data = ansible.inventory_list(ansible.subnet_inventory(tmp_path))
+    failed, busy = fleet.hosts['failed'].address, fleet.hosts['busy'].address
+    assert data['_meta']['hostvars'][failed]['orchestra_state'] == 'failed'
+    assert sorted(data['busy']['hosts']) == sorted([busy, failed])
+    assert data['failed']['hosts'] == [failed]
+    assert failed not in data.get('lazy', {}).get('hosts', [])
+
+
 def test_hosts_file_hosts_and_env_injection(fleet, ansible, tmp_path):
     cache = tmp_path / 'orchestra.cache'
     cache.write_text('# written by the old tool\n%s\n%s\n' % (fleet.hosts['busy'].address, fleet.lab.address(250)))

@@ -6,30 +6,19 @@ docs/testing.md explains) and leaves it running for the next suites; the pid is
 recorded so `make lab-down` stops only the engine we started. A file lock keeps
 parallel suites from starting two engines.
 """
-import fcntl
 import os
 import shutil
 import subprocess
 import tarfile
 import tempfile
 import time
-from contextlib import contextmanager
 
 from tests.support.lab.paths import lab_dir
+from tests.support.lab.processes import locked
 
 SOCKET = '/var/run/docker.sock'
 BUSYBOX_IMAGE = 'orchestra-test/busybox:1'
 BUSYBOX_LINKS = ('sh', 'sleep', 'true', 'false', 'echo', 'cat', 'ls', 'wc', 'yes', 'dd', 'head')
-
-
-@contextmanager
-def _locked(name):
-    with open(os.path.join(lab_dir(), name + '.lock'), 'w') as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def engine_answers():
@@ -47,7 +36,7 @@ def ensure_engine(timeout=60):
         return SOCKET
     if shutil.which('dockerd') is None:
         raise RuntimeError('dockerd is not installed: run make test as root so scripts/setup.sh installs docker.io')
-    with _locked('dockerd'):
+    with locked('dockerd'):
         if engine_answers():
             return SOCKET
         log = open(os.path.join(lab_dir(), 'dockerd.log'), 'ab')
@@ -94,7 +83,7 @@ def image_exists(name):
 def ensure_busybox_image():
     """Import a busybox-only image offline (no registry is reachable)."""
     ensure_engine()
-    with _locked('busybox-image'):
+    with locked('busybox-image'):
         if image_exists(BUSYBOX_IMAGE):
             return BUSYBOX_IMAGE
         busybox = shutil.which('busybox') or '/bin/busybox'

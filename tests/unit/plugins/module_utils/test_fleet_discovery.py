@@ -192,6 +192,20 @@ def test_select_states():
         fd.select_states(reports, ['idle'])
 
 
+def test_flags_that_hold_together_put_a_host_in_each_group():
+    failed_and_busy = {'state': 'failed', 'agent': {'failed': True, 'busy': True, 'claimed': False}}
+    claimed_and_busy = {'state': 'busy', 'agent': {'failed': False, 'busy': True, 'claimed': True}}
+    lazy = {'state': 'lazy', 'agent': {'failed': False, 'busy': False, 'claimed': False}}
+    silent = {'state': 'unprovisioned'}
+    assert fd.groups_of(failed_and_busy) == ['failed', 'busy']
+    assert fd.groups_of(claimed_and_busy) == ['busy', 'claimed']
+    assert fd.groups_of(lazy) == ['lazy'] and fd.groups_of(silent) == ['unprovisioned']
+    reports = [failed_and_busy, claimed_and_busy, lazy, silent]
+    assert fd.select_states(reports, ['busy']) == [failed_and_busy, claimed_and_busy]
+    assert fd.select_states(reports, ['claimed']) == [claimed_and_busy]
+    assert fd.select_states(reports, ['lazy']) == [lazy]
+
+
 def test_pool_results_finished_before_collect_are_not_overdue():
     pool = fd.DeadlinePool(lambda item: item * 2, 4, 0.2, lambda item: 'TIMEOUT')
     for index in range(20):
