@@ -22,6 +22,7 @@ import time
 import urllib.request
 
 from tests.support.delphix_sim.launcher import seed_config, start_simulator
+from tests.support.lab import docker_engine
 from tests.support.lab.paths import lab_dir
 
 COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -79,9 +80,26 @@ def _log(line):
     sys.stdout.flush()
 
 
+def start_docker_if_absent():
+    """Start the lab's dockerd when none answers, so the agent reports a real state; True if we started it.
+
+    Without an engine the agent would honestly say "unknown" for the whole demo. An engine that
+    already runs (someone else's) is used as it is and never stopped by the demo.
+    """
+    if docker_engine.engine_answers() or os.geteuid() != 0 or shutil.which('dockerd') is None:
+        return False
+    try:
+        docker_engine.ensure_engine()
+    except RuntimeError as error:
+        _log('no Docker engine for the agent: %s' % error)
+        return False
+    _log('started a Docker engine for the agent (stopped again at the end)')
+    return True
+
+
 def serve(directory, max_seconds):
     """Own the lab's processes until SIGTERM or max_seconds; always stop them on the way out."""
-    sims, agent = [], None
+    sims, agent, own_docker = [], None, False
     stopping = {'now': False}
 
     def on_signal(_signum, _frame):
@@ -98,6 +116,7 @@ def serve(directory, max_seconds):
                             'jobs': [job['name'] for job in DEMO_JOBS]})
             _log('started simulated engine %s pid=%d url=%s' % (name, sim.pid, sim.url))
         agent_info, agent_note = None, None
+        own_docker = start_docker_if_absent()
         try:
             from tests.support.agent_proc import start_agent  # pylint: disable=import-outside-toplevel
             token = secrets.token_hex(16)
@@ -126,6 +145,8 @@ def serve(directory, max_seconds):
             agent.stop()
         for sim in sims:
             sim.stop()
+        if own_docker:
+            docker_engine.stop_engine()
         _log('stopped the lab (supervisor pid=%d)' % os.getpid())
         try:
             os.unlink(os.path.join(directory, LAB_FILE))

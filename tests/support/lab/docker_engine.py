@@ -65,14 +65,27 @@ def stop_engine():
         return False
     try:
         os.kill(pid, 15)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            os.kill(pid, 0)
-            time.sleep(0.1)
     except ProcessLookupError:
         pass
+    deadline = time.monotonic() + 20
+    while not _gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
     os.unlink(pid_file())
     return True
+
+
+def _gone(pid):
+    """True once pid has exited; reaps it when it is our child (a zombie still answers kill 0)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0]:
+            return True
+    except ChildProcessError:
+        pass  # not our child: its parent or init reaps it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 def image_exists(name):
