@@ -27,33 +27,17 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from bench_paths import use_staged_collection  # bench/ is sys.path[0]
+
 USER = {'username': 'admin', 'password': 'Admin-12'}
 CRON_PERIOD = 60.0
 
 
-def _import_paths():
-    """Import the collection and the test support from the staged copy (build/collections), as the tests do.
-
-    Run scripts/stage.py (or any `make` target) first to benchmark the checkout as it is now.
-    """
-    parts = ROOT.split(os.sep)
-    if len(parts) > 3 and parts[-3] == 'ansible_collections':
-        collections_root, staged = os.sep.join(parts[:-3]), ROOT
-    else:
-        collections_root = os.path.join(ROOT, 'build', 'collections')
-        staged = os.path.join(collections_root, 'ansible_collections', 'orchestra', 'fleet')
-        if not os.path.isdir(staged):
-            subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'stage.py')], check=True)
-    sys.path[:0] = [collections_root, staged]
-
-
-_import_paths()
+use_staged_collection()
 # pylint: disable=wrong-import-position
 from ansible_collections.orchestra.fleet.plugins.module_utils.delphix import MaskingEngineClient  # noqa: E402
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_queue import MaskingQueue  # noqa: E402
