@@ -204,7 +204,7 @@ def remove_containers(containers):
 
 
 def start_peer(label):
-    from tests.support.agent_proc import free_port  # pylint: disable=import-outside-toplevel
+    from tests.support.lab.ports import free_port  # pylint: disable=import-outside-toplevel
     port = free_port()
     argv = [sys.executable, os.path.abspath(__file__), '--serve-peer', str(port)] + (['--label', label] if label else [])
     proc = subprocess.Popen(argv,

@@ -15,7 +15,6 @@ again at once (a port-0 listener cannot: its TIME_WAIT sockets would block it).
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import urllib.error
 import urllib.request
 
 from tests.support.lab.paths import lab_dir
+from tests.support.lab.ports import free_port
 from tests.support.lab.processes import stop_process
 
 COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -156,12 +156,6 @@ class AgentHandle:
 
     def __exit__(self, *_exc):
         self.close()
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(('127.0.0.1', 0))
-        return probe.getsockname()[1]
 
 
 def _listening_logged(log_path, offset):

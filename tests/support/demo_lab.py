@@ -24,6 +24,7 @@ import urllib.request
 from tests.support.delphix_sim.launcher import seed_config, start_simulator
 from tests.support.lab import docker_engine
 from tests.support.lab.paths import lab_dir
+from tests.support.lab.processes import cmdline
 
 COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAB_FILE = 'lab.json'
@@ -156,14 +157,6 @@ def serve(directory, max_seconds):
 
 # ---------------------------------------------------------------- up / down / record
 
-def _cmdline(pid):
-    try:
-        with open('/proc/%d/cmdline' % pid, 'rb') as handle:
-            return handle.read().replace(b'\0', b' ').decode('utf-8', 'replace')
-    except OSError:
-        return ''
-
-
 def _alive(pid):
     return bool(pid) and os.path.exists('/proc/%d' % pid) and 'Z' not in _proc_state(pid)
 
@@ -178,7 +171,7 @@ def _proc_state(pid):
 
 def _kill_if_ours(pid, marker, sig):
     """Signal pid only while its command line still shows it is the lab's process (pids get reused)."""
-    if _alive(pid) and marker in _cmdline(pid):
+    if _alive(pid) and marker in cmdline(pid):
         try:
             os.kill(pid, sig)
         except OSError:

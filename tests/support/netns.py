@@ -15,9 +15,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 
+from tests.support.lab import ports
 from tests.support.lab.paths import lab_dir
 from tests.support.lab.processes import stop_process
 
@@ -196,15 +196,8 @@ class NetnsLab:
 
 def wait_port(host, port, timeout=15):
     """Wait (bounded) until host:port accepts, probing from inside the namespace's subnet via the root side."""
-    import socket
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host.address, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError('%s:%d did not accept within %ss' % (host.address, port, timeout))
+    if not ports.wait_port(host.address, port, timeout):
+        raise RuntimeError('%s:%d did not accept within %ss' % (host.address, port, timeout))
 
 
 class Sshd:

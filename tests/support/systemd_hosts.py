@@ -17,7 +17,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,6 +24,7 @@ from contextlib import contextmanager
 
 from tests.support.lab import docker_engine
 from tests.support.lab.paths import lab_dir
+from tests.support.lab.ports import port_open
 from tests.support.lab.processes import locked
 
 SUITE = 'bookworm'
@@ -246,20 +246,12 @@ def _wait_ready(lab, timeout):
     while pending and time.monotonic() < deadline:
         host = pending[0]
         state = _docker('exec', host.name, 'systemctl', 'is-system-running', check=False).stdout.strip()
-        if state in ('running', 'degraded') and _port_open(host.ip, 22):
+        if state in ('running', 'degraded') and port_open(host.ip, 22):
             pending.pop(0)
             continue
         time.sleep(0.5)
     if pending:
         raise RuntimeError('hosts not ready after %d s: %s' % (timeout, pending))
-
-
-def _port_open(ip, port):
-    try:
-        socket.create_connection((ip, port), timeout=2).close()
-        return True
-    except OSError:
-        return False
 
 
 def _teardown(lab):

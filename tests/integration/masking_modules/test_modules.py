@@ -1,9 +1,9 @@
 """The masking_* modules run by the real ansible-playbook against real simulator processes."""
-import socket
 
 import pytest
 
 from tests.integration.masking_modules.helpers import USER, Runner, all_executions, register_engines_tasks
+from tests.support.lab.ports import free_port
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -99,12 +99,6 @@ def test_request_id_makes_a_rerun_wait_for_the_same_execution(runner, engines):
     assert len(all_executions(engines, 'ok_job_2')) == before + 1
 
 
-def closed_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_bad_input_fails_clearly_loses_nothing_and_check_mode_changes_nothing(runner, engines):
     tasks = register_engines_tasks(engines) + [
@@ -127,7 +121,7 @@ def test_bad_input_fails_clearly_loses_nothing_and_check_mode_changes_nothing(ru
         {'name': 'Malformed credentials', 'orchestra.fleet.masking_queue_info': {
             'engine_credentials': {'sim-a': {'username': 'admin'}}}, 'register': 'bad_credentials', 'ignore_errors': True},
         {'name': 'Unreachable database', 'orchestra.fleet.masking_queue_info': {
-            'store': 'postgresql://orchestra:Db-Secret-1@127.0.0.1:%d/queue' % closed_port()},
+            'store': 'postgresql://orchestra:Db-Secret-1@127.0.0.1:%d/queue' % free_port()},  # nothing listens there
          'register': 'no_database', 'ignore_errors': True},
         {'name': 'Unsupported store', 'orchestra.fleet.masking_queue_info': {'store': 'mysql://127.0.0.1/queue'},
          'register': 'bad_store', 'ignore_errors': True},

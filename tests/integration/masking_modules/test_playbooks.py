@@ -5,6 +5,7 @@ import re
 import pytest
 
 from tests.integration.masking_modules.helpers import USER, all_executions, register_engines_tasks
+from tests.support.lab.processes import cmdline
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -72,14 +73,5 @@ def test_demo_end_to_end(runner, tmp_path):
     # everything the lab started is gone
     pids = _pids_from_lab_log(os.path.join(demo_dir, 'lab.log'))
     assert len(pids) >= 3, pids   # two engines, the agent, the supervisor
-    assert not [pid for pid in pids if any(mark in _cmdline(pid) for mark in ('delphix_sim', 'orchestra_agent', 'demo_lab'))]
+    assert not [pid for pid in pids if any(mark in cmdline(pid) for mark in ('delphix_sim', 'orchestra_agent', 'demo_lab'))]
     assert not os.path.exists(os.path.join(demo_dir, 'lab.json'))
-
-
-def _cmdline(pid):
-    """A process's command line ('' once it is gone); a pid reused by another program will not match."""
-    try:
-        with open('/proc/%d/cmdline' % pid, 'rb') as handle:
-            return handle.read().replace(b'\0', b' ').decode('utf-8', 'replace')
-    except OSError:
-        return ''

@@ -7,10 +7,10 @@ the fixture that started it.
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
+
+from tests.support.lab.ports import free_port, wait_port
 
 
 def _bin(name):
@@ -18,12 +18,6 @@ def _bin(name):
     if not found:
         raise RuntimeError('PostgreSQL is not installed: run make test as root so scripts/setup.sh installs it')
     return found[-1]
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 class PostgresServer:
@@ -46,13 +40,8 @@ class PostgresServer:
         self._as_owner([_bin('initdb'), '-D', self.data, '-A', 'trust', '-U', 'postgres', '--no-sync'])
         opts = '-k %s -c listen_addresses=127.0.0.1 -p %d -c fsync=off -c max_connections=200' % (self.dir, self.port)
         self._as_owner([_bin('pg_ctl'), '-D', self.data, '-o', opts, '-l', os.path.join(self.dir, 'log'), '-w', 'start'])
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(('127.0.0.1', self.port), timeout=1).close()
-                return self
-            except OSError:
-                time.sleep(0.2)
+        if wait_port('127.0.0.1', self.port, timeout=30):
+            return self
         raise RuntimeError('PostgreSQL did not start; see %s/log' % self.dir)
 
     def stop(self):

@@ -20,6 +20,15 @@ def stop_process(proc, timeout=10):
     return proc.returncode
 
 
+def cmdline(pid):
+    """A process's command line ('' once it is gone), to tell our process from another that reused its pid."""
+    try:
+        with open('/proc/%d/cmdline' % pid, 'rb') as handle:
+            return handle.read().replace(b'\0', b' ').decode('utf-8', 'replace')
+    except OSError:
+        return ''
+
+
 @contextmanager
 def locked(name):
     """An exclusive lock shared by every process of the lab (parallel suites, helpers)."""

@@ -1,9 +1,9 @@
 """agent_client against real sockets on loopback: good answers, protocol errors and misbehaving peers."""
-import socket
 
 import pytest
 
 from ansible_collections.orchestra.fleet.plugins.module_utils import agent_client as ac
+from tests.support.lab.ports import free_port
 from tests.support.misbehaving import MisbehavingServer
 
 STATE = {'hostname': 'w1', 'version': '0.1.0', 'state': 'lazy', 'reason': 'no workload running', 'busy': False,
@@ -84,10 +84,7 @@ def test_tarpit_times_out_within_deadline():
 
 
 def test_connection_refused():
-    sock = socket.socket()
-    sock.bind(('127.0.0.1', 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     with pytest.raises(ac.AgentUnreachable, match='refused'):
         ac.AgentClient(ac.agent_url('127.0.0.1', port), timeout=1).health()
 

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from ansible_collections.orchestra.fleet.plugins.module_utils import fleet_discovery as fd
+from tests.support.lab import ports
 from tests.support.misbehaving import MisbehavingServer
 
 LAZY = {'hostname': 'w2', 'version': '0.1.0', 'state': 'lazy', 'reason': 'no workload running', 'running': 0,
@@ -100,13 +101,9 @@ def test_run_bounded_respects_worker_limit_and_deadline():
 
 # ---------------------------------------------------------------- sweep and classification
 
-@pytest.fixture
-def free_port():
-    sock = socket.socket()
-    sock.bind(('127.0.0.1', 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
+@pytest.fixture(name='free_port')
+def free_port_fixture():
+    return ports.free_port()
 
 
 def listener(address, port):
