@@ -110,6 +110,16 @@ def seed_old_sqlite(path, jobs, engines, slots):
     conn.close()
 
 
+def time_old(label, statements, engines, expected, ours):
+    """Time one step of the old method (statements = its (execute, query) pair) and print it beside ours."""
+    started = time.perf_counter()
+    placed = run_old(*statements, engines=engines)
+    elapsed = time.perf_counter() - started
+    assert placed == expected, placed
+    print('%s step %s   ratio %.1fx' % (label, fmt(elapsed), elapsed / ours))
+    return elapsed
+
+
 def run_old(execute, query, engines):
     """The old scheduler loop: per job, mark it, look for a free CPU on the next engine (round robin), book it."""
     names = ['10.0.%d.%d' % (e // 250, e % 250) for e in range(engines)]
@@ -199,20 +209,12 @@ def main():
         old_path = os.path.join(scratch, 'old.db')
         seed_old_sqlite(old_path, args.jobs, args.engines, args.slots)
         shutil.copy(old_path, old_path + '.clean')
-        started = time.perf_counter()
-        placed = run_old(*old_in_process_sqlite(old_path), engines=args.engines)
-        results['sqlite old in-process'] = time.perf_counter() - started
-        assert placed == expected, placed
-        print('SQLite      old method, in-process per row    step %s   ratio %.1fx'
-              % (fmt(results['sqlite old in-process']), results['sqlite old in-process'] / results['sqlite ours']))
+        results['sqlite old in-process'] = time_old('SQLite      old method, in-process per row   ', old_in_process_sqlite(old_path),
+                                                    args.engines, expected, results['sqlite ours'])
         if not args.no_cli and shutil.which('sqlite3'):
             shutil.copy(old_path + '.clean', old_path)
-            started = time.perf_counter()
-            placed = run_old(*old_cli(old_path), engines=args.engines)
-            results['sqlite old cli'] = time.perf_counter() - started
-            assert placed == expected, placed
-            print('SQLite      old tool, sqlite3 CLI per stmt    step %s   ratio %.1fx'
-                  % (fmt(results['sqlite old cli']), results['sqlite old cli'] / results['sqlite ours']))
+            results['sqlite old cli'] = time_old('SQLite      old tool, sqlite3 CLI per stmt   ', old_cli(old_path),
+                                                 args.engines, expected, results['sqlite ours'])
         if not args.no_postgres:
             from tests.support.lab.postgres import PostgresServer  # pylint: disable=import-outside-toplevel
             server = PostgresServer().start()
@@ -229,13 +231,11 @@ def main():
                 print('PostgreSQL  ours (one transaction)            step %s   (full-queue tick %s)'
                       % (fmt(results['pg ours']), fmt(statistics.median(steady))))
                 execute, query, conn = old_in_process_postgres(base + '/old', args.jobs, args.engines, args.slots)
-                started = time.perf_counter()
-                placed = run_old(execute, query, engines=args.engines)
-                results['pg old'] = time.perf_counter() - started
-                conn.close()
-                assert placed == expected, placed
-                print('PostgreSQL  old method, one round trip a stmt step %s   ratio %.1fx'
-                      % (fmt(results['pg old']), results['pg old'] / results['pg ours']))
+                try:
+                    results['pg old'] = time_old('PostgreSQL  old method, one round trip a stmt', (execute, query),
+                                                 args.engines, expected, results['pg ours'])
+                finally:
+                    conn.close()
             finally:
                 server.stop()
     finally:

@@ -200,7 +200,8 @@ def plan(queued_jobs, engines, policy=None):
     return assignments, after
 
 
-def _iso(timestamp):
+def reason_time(timestamp):
+    """Epoch seconds -> the whole-second UTC time that reasons show (None stays None)."""
     if timestamp is None:
         return None
     moment = datetime.datetime.fromtimestamp(float(timestamp), tz=datetime.timezone.utc)
@@ -233,7 +234,7 @@ def pending_reason(job, engines, policy=None):
             elif engine.drained:
                 parts.append('engine %s is drained' % engine.name)
             elif engine.unreachable_since is not None:
-                parts.append('engine %s unreachable since %s' % (engine.name, _iso(engine.unreachable_since)))
+                parts.append('engine %s unreachable since %s' % (engine.name, reason_time(engine.unreachable_since)))
             else:
                 parts.append('engine %s has no slots' % engine.name)
         return '; '.join(parts[:5]) + ('; and %d more' % (len(parts) - 5) if len(parts) > 5 else '')

@@ -414,7 +414,7 @@ class MaskingQueue:
                 why = 'engine %s was %s before the job started; placed again' % (
                     engine['name'], 'drained' if engine['drained'] else 'disabled')
             elif engine['unreachable_since'] is not None:
-                why = 'engine %s unreachable since %s; placed again' % (engine['name'], iso(engine['unreachable_since']))
+                why = 'engine %s unreachable since %s; placed again' % (engine['name'], placement.reason_time(engine['unreachable_since']))
             if why is not None:
                 if self._store.transition(row['id'], SCHEDULED, row['attempt'], QUEUED, now, detail=why, actor=self.owner,
                                           engine=None, owner=None, reason=why, scheduled_at=None, next_try_at=None):
