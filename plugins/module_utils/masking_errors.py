@@ -64,3 +64,13 @@ class EngineConflict(DriverError):
 
 class MissingCredentials(DriverError):
     """This process was given no credentials for the engine."""
+
+
+class EngineNotReached(EngineUnavailable):
+    """Transient, but provably nothing reached the engine (connection refused, DNS or TLS failure,
+    login refused before any start): a start that fails this way started nothing, so its slot can
+    be released and the job placed again at once."""
+
+
+class EngineJobAmbiguous(DriverError):
+    """The job name matches masking jobs in several environments of the engine: name the environment."""
