@@ -31,7 +31,7 @@ install_system_packages() {
 
 install_venv() {
     local stamp=$venv/.requirements.sha256 want
-    want=$(cat requirements.txt tests/requirements.txt | sha256sum | cut -d' ' -f1)
+    want=$(cat requirements.txt requirements-postgresql.txt tests/requirements.txt | sha256sum | cut -d' ' -f1)
     if [ ! -x "$venv/bin/python" ]; then
         echo "setup: creating venv $venv"
         "$python" -m venv "$venv"
@@ -40,7 +40,7 @@ install_venv() {
         echo "setup: installing Python requirements into $venv"
         "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
         "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-            -r requirements.txt -r tests/requirements.txt
+            -r requirements.txt -r requirements-postgresql.txt -r tests/requirements.txt
         echo "$want" >"$stamp"
     fi
 }

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
+from tests.support.module_args import patch_module_args  # also on ansible-core < 2.19
 
 from ansible_collections.orchestra.fleet.plugins.module_utils import masking_errors as errors
 from ansible_collections.orchestra.fleet.plugins.module_utils import masking_module as mm
