@@ -1,13 +1,15 @@
 """Run every test of the collection and close with one pytest-style summary line.
 
-Steps, in order: ansible-test sanity, unit tests, each integration suite,
-ansible-lint (production profile). Every step writes JUnit XML or is counted as
+Steps, in order: ansible-test sanity, unit tests, each integration suite, the
+controller version matrix (unit tests and a smoke integration under each older
+ansible-core, see tests/support/core_matrix.py), ansible-lint (production profile). Every step writes JUnit XML or is counted as
 one test; a step or suite that ran nothing counts as a failure, so a broken
 harness can never pass silently.
 
     python scripts/run_tests.py            # everything (make test)
     python scripts/run_tests.py --fast     # units + integration tests not marked slow
     python scripts/run_tests.py --step integration --suite agent
+    python scripts/run_tests.py --step matrix [--core 2.16]
 """
 import argparse
 import glob
@@ -24,7 +26,10 @@ COLLECTIONS = os.path.join(BUILD, 'collections')
 STAGED = os.path.join(COLLECTIONS, 'ansible_collections', 'orchestra', 'fleet')
 LOGS = os.path.join(BUILD, 'test-logs')
 VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
-STEPS = ('sanity', 'units', 'integration', 'lint')
+STEPS = ('sanity', 'units', 'integration', 'matrix', 'lint')
+
+sys.path.insert(0, ROOT)
+from tests.support import core_matrix  # noqa: E402  (the checkout's own helper, not the staged copy)
 
 
 class Result:
@@ -36,9 +41,9 @@ class Result:
         return text + ('   (%s)' % self.note if self.note else '')
 
 
-def test_env():
+def test_env(bin_dir=VENV_BIN):
     env = dict(os.environ)
-    env['PATH'] = VENV_BIN + os.pathsep + env.get('PATH', '')
+    env['PATH'] = bin_dir + os.pathsep + env.get('PATH', '')
     env['ANSIBLE_COLLECTIONS_PATH'] = COLLECTIONS
     env['ANSIBLE_INVENTORY_UNPARSED_FAILED'] = '1'
     env['ANSIBLE_NOCOLOR'] = '1'
@@ -106,16 +111,18 @@ def ignore_files_empty():
                   note='%d entries' % len(entries) if entries else '')
 
 
-def run_pytest(name, target, args, extra=()):
-    xml = os.path.join(LOGS, name.replace('/', '-') + '.xml')
+def run_pytest(name, target, args, extra=(), python=sys.executable):
+    """pytest on target (a path or a list of paths/node ids) under python; JUnit counts as a Result."""
+    xml = os.path.join(LOGS, name.replace('/', '-').replace(' ', '-') + '.xml')
     if os.path.exists(xml):
         os.unlink(xml)
-    cmd = [sys.executable, '-m', 'pytest', target, '-p', 'no:cacheprovider', '-rfEs', '--import-mode=importlib',
-           '--junitxml', xml, '-o', 'junit_family=xunit2']
+    targets = [target] if isinstance(target, str) else list(target)
+    cmd = [python, '-m', 'pytest'] + targets + ['-p', 'no:cacheprovider', '-rfEs', '--import-mode=importlib',
+                                                '--junitxml', xml, '-o', 'junit_family=xunit2']
     if args.fast:
         cmd += ['-m', 'not slow']
     cmd += list(extra)
-    code = run(cmd, name)
+    code = run(cmd, name, env=test_env(os.path.dirname(python)))
     if not os.path.exists(xml):
         return Result(name, failed=1, note='pytest exit %d, no report' % code)
     passed, failed, skipped = junit_counts([xml])
@@ -143,6 +150,35 @@ def step_integration(args):
                        extra=['--timeout', '1800']) for suite in suites]
 
 
+def step_matrix(args):
+    """Unit tests and the smoke integration under each older core (2.19 is the project venv's)."""
+    if args.fast:
+        return []
+    cores = args.core or list(core_matrix.CORES)
+    results = []
+    try:
+        pythons = core_matrix.ensure_all(tuple(cores))
+    except Exception as exc:  # a venv that cannot be built fails the step loudly, with the reason
+        return [Result('matrix venvs', failed=1, note=str(exc)[:120])]
+    for core in cores:
+        python = pythons[core]
+        version = core_matrix.installed_core(core)
+        if not version.startswith(core + '.'):
+            results.append(Result('%s venv' % core, failed=1, note='holds ansible-core %s' % version))
+            continue
+        results.append(run_pytest('matrix %s units' % core, 'tests/unit', args, python=python))
+        targets, missing = core_matrix.smoke_targets(STAGED)
+        result = run_pytest('matrix %s smoke' % core, targets, args, extra=['--timeout', '900'], python=python)
+        if missing:
+            print('matrix: not in the tree, skipped: %s' % ', '.join(missing))
+            result.skipped += len(missing)
+            result.note = (result.note + '; ' if result.note else '') + 'missing, skipped: ' + ', '.join(
+                os.path.basename(path) for path in missing)
+        result.note = ('ansible-core %s' % version) + ('; ' + result.note if result.note else '')
+        results.append(result)
+    return results
+
+
 def step_lint(_args):
     env = test_env()
     # ansible-lint syntax-checks playbooks without an inventory; that must not count as a broken source.
@@ -156,6 +192,8 @@ def main():
     parser.add_argument('--fast', action='store_true', help='units and integration tests not marked slow')
     parser.add_argument('--step', action='append', choices=STEPS, help='run only these steps (repeatable)')
     parser.add_argument('--suite', action='append', help='run only these integration suites (repeatable)')
+    parser.add_argument('--core', action='append', choices=core_matrix.CORES,
+                        help='matrix step: only these older ansible-core versions (repeatable)')
     args = parser.parse_args()
     steps = args.step or (['units', 'integration'] if args.fast else list(STEPS))
     # Always test what is in the checkout now: restage (a few hundred small files).

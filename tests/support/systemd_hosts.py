@@ -1,9 +1,10 @@
 """Throwaway systemd Debian hosts reachable over real SSH, for role tests.
 
-`image()` builds a Debian bookworm image with debootstrap (offline from then on:
-the hosts never reach a network beyond the test bridge) and caches it as a
-docker image whose tag is a hash of its recipe, so it is rebuilt only when the
-recipe below changes. `started(count)` creates a docker bridge network on a
+`image(release)` builds a Debian image (bookworm unless another release of
+RELEASES is asked for) with debootstrap (offline from then on: the hosts never
+reach a network beyond the test bridge) and caches it as a docker image whose
+tag is the release and a hash of its recipe, so it is rebuilt only when the
+recipe below changes. `started(count, release=...)` creates a docker bridge network on a
 test-only 10.77.X.0/24 subnet that collides with no route and no other docker
 network, starts `count` hosts with systemd as PID 1 (the flags LAB.md verified;
 --privileged does not work on this kernel), bind-mounts the lab engine's socket
@@ -27,7 +28,9 @@ from tests.support.lab.paths import lab_dir
 from tests.support.lab.ports import port_open
 from tests.support.lab.processes import locked
 
-SUITE = 'bookworm'
+SUITE = 'bookworm'  # the default release: the controller's own
+# Debian releases the agent supports as worker OS, with the Python each ships (what the role's venv gets).
+RELEASES = {'bullseye': '3.9', 'bookworm': '3.11', 'trixie': '3.13'}
 MIRROR = 'http://deb.debian.org/debian'
 PACKAGES = ('systemd', 'systemd-sysv', 'python3', 'python3-venv', 'python3-apt', 'openssh-server',
             'iproute2', 'dbus', 'sudo')
@@ -96,15 +99,22 @@ def _docker(*argv, check=True, stdin=None):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def recipe_hash():
+def recipe_hash(release=SUITE):
     """Changes whenever anything that goes into the image changes (constants and the tweak code)."""
-    recipe = json.dumps([RECIPE_VERSION, SUITE, MIRROR, PACKAGES, MASKED_UNITS, SSHD_DROPIN,
+    recipe = json.dumps([RECIPE_VERSION, release, MIRROR, PACKAGES, MASKED_UNITS, SSHD_DROPIN,
                          inspect.getsource(_customise)], sort_keys=True)
     return hashlib.sha256(recipe.encode()).hexdigest()[:12]
 
 
-def image_name():
-    return '%s:%s' % (IMAGE_REPO, recipe_hash())
+def image_name(release=SUITE):
+    # bookworm keeps its historic tag (the bare hash), so existing caches stay valid.
+    prefix = '' if release == SUITE else release + '-'
+    return '%s:%s%s' % (IMAGE_REPO, prefix, recipe_hash(release))
+
+
+def _release_of(tag):
+    head = tag.split('-', 1)[0]
+    return head if '-' in tag and head in RELEASES else SUITE
 
 
 def _customise(rootfs):
@@ -139,11 +149,13 @@ def _customise(rootfs):
                 os.unlink(full)
 
 
-def image():
-    """Return the host image, building it first when its recipe changed."""
+def image(release=SUITE):
+    """Return the host image of a Debian release, building it first when its recipe changed."""
+    if release not in RELEASES:
+        raise ValueError('unknown Debian release %r (known: %s)' % (release, ', '.join(sorted(RELEASES))))
     docker_engine.ensure_engine()
-    name = image_name()
-    with locked('debian-systemd-image'):
+    name = image_name(release)
+    with locked('debian-systemd-image-%s' % release):
         if docker_engine.image_exists(name):
             return name
         if shutil.which('debootstrap') is None:
@@ -151,10 +163,10 @@ def image():
         work = tempfile.mkdtemp(prefix='debian-systemd-', dir=lab_dir())
         try:
             rootfs = os.path.join(work, 'rootfs')
-            log_path = os.path.join(lab_dir(), 'debootstrap.log')
+            log_path = os.path.join(lab_dir(), 'debootstrap-%s.log' % release)
             with open(log_path, 'wb') as log:
                 code = subprocess.run(['debootstrap', '--variant=minbase', '--include=' + ','.join(PACKAGES),
-                                       SUITE, rootfs, MIRROR], stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+                                       release, rootfs, MIRROR], stdout=log, stderr=subprocess.STDOUT, check=False).returncode
             if code:
                 raise RuntimeError('debootstrap failed (exit %d); see %s' % (code, log_path))
             _customise(rootfs)
@@ -166,14 +178,14 @@ def image():
                 raise RuntimeError('tar of the debootstrap tree failed')
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        _drop_older_images(name)
+        _drop_older_images(name, release)
         return name
 
 
-def _drop_older_images(keep):
-    """Images of earlier recipes are dead weight (about 300 MB each); one still in use stays."""
+def _drop_older_images(keep, release=SUITE):
+    """Images of earlier recipes of this release are dead weight (about 300 MB each); one still in use stays."""
     for ref in _docker('image', 'ls', '--format', '{{.Repository}}:{{.Tag}}', IMAGE_REPO).stdout.split():
-        if ref != keep:
+        if ref != keep and _release_of(ref.rsplit(':', 1)[-1]) == release:
             _docker('image', 'rm', ref, check=False)
 
 
@@ -265,10 +277,10 @@ def _teardown(lab):
 
 
 @contextmanager
-def started(count=3, ready_timeout=120):
-    """Start `count` SSH-reachable systemd hosts; yield a Lab; remove everything on exit."""
+def started(count=3, ready_timeout=120, release=SUITE):
+    """Start `count` SSH-reachable systemd hosts of a Debian release; yield a Lab; remove everything on exit."""
     sock = docker_engine.ensure_engine()
-    image_ref = image()
+    image_ref = image(release)
     run_id = '%d-%s' % (os.getpid(), hashlib.sha1(os.urandom(8)).hexdigest()[:6])
     key_dir = tempfile.mkdtemp(prefix='ssh-%s-' % run_id, dir=lab_dir())
     key_path = os.path.join(key_dir, 'id_ed25519')
@@ -302,5 +314,11 @@ def remove_leftovers():
 
 
 if __name__ == '__main__':
-    # python -m tests.support.systemd_hosts: clean up after an interrupted role suite.
-    print('removed %d hosts and %d networks' % remove_leftovers())
+    import sys
+    if sys.argv[1:2] == ['build']:
+        # python -m tests.support.systemd_hosts build [RELEASE...]: build/cache the images now.
+        for wanted in sys.argv[2:] or [SUITE]:
+            print(image(wanted))
+    else:
+        # python -m tests.support.systemd_hosts: clean up after an interrupted role suite.
+        print('removed %d hosts and %d networks' % remove_leftovers())
