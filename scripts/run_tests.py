@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, 'build')
@@ -52,20 +53,21 @@ def test_env(bin_dir=VENV_BIN):
     return env
 
 
-def run(cmd, log_name, env=None, cwd=STAGED):
-    """Run cmd, streaming its output to the console and to build/test-logs/."""
+def run(cmd, log_name, env=None, cwd=STAGED, quiet=False):
+    """Run cmd, streaming its output to the console (unless quiet) and to build/test-logs/."""
     os.makedirs(LOGS, exist_ok=True)
-    log_path = os.path.join(LOGS, log_name.replace('/', '-') + '.log')
+    log_path = os.path.join(LOGS, log_name.replace('/', '-').replace(' ', '-') + '.log')
     started = time.monotonic()
     print('\n==> %s  (log: %s)' % (' '.join(cmd), os.path.relpath(log_path, ROOT)), flush=True)
     with open(log_path, 'wb') as log:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env or test_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for chunk in iter(proc.stdout.readline, b''):
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.flush()
+            if not quiet:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
             log.write(chunk)
         code = proc.wait()
-    print('<== exit %d after %.0f s' % (code, time.monotonic() - started), flush=True)
+    print('<== exit %d after %.0f s  (%s)' % (code, time.monotonic() - started, log_name), flush=True)
     return code
 
 
@@ -111,7 +113,7 @@ def ignore_files_empty():
                   note='%d entries' % len(entries) if entries else '')
 
 
-def run_pytest(name, target, args, extra=(), python=sys.executable):
+def run_pytest(name, target, args, extra=(), python=sys.executable, quiet=False):
     """pytest on target (a path or a list of paths/node ids) under python; JUnit counts as a Result."""
     xml = os.path.join(LOGS, name.replace('/', '-').replace(' ', '-') + '.xml')
     if os.path.exists(xml):
@@ -122,7 +124,7 @@ def run_pytest(name, target, args, extra=(), python=sys.executable):
     if args.fast:
         cmd += ['-m', 'not slow']
     cmd += list(extra)
-    code = run(cmd, name, env=test_env(os.path.dirname(python)))
+    code = run(cmd, name, env=test_env(os.path.dirname(python)), quiet=quiet)
     if not os.path.exists(xml):
         return Result(name, failed=1, note='pytest exit %d, no report' % code)
     passed, failed, skipped = junit_counts([xml])
@@ -150,32 +152,45 @@ def step_integration(args):
                        extra=['--timeout', '1800']) for suite in suites]
 
 
+# Seconds between the start of one core's run and the next: the runs go side by side, and
+# staggering keeps their lab set-ups (namespace subnets, engines, systemd hosts) apart.
+MATRIX_STAGGER = 20
+
+
+def matrix_core(core, python, args, delay):
+    """Unit tests, then the smoke integration, under one older core (output in build/test-logs/)."""
+    time.sleep(delay)
+    version = core_matrix.installed_core(core)
+    if not version.startswith(core + '.'):
+        return [Result('matrix %s venv' % core, failed=1, note='holds ansible-core %s' % version)]
+    results = [run_pytest('matrix %s units' % core, 'tests/unit', args, python=python, quiet=True)]
+    targets, missing = core_matrix.smoke_targets(STAGED)
+    smoke = run_pytest('matrix %s smoke' % core, targets, args, extra=['--timeout', '900'], python=python, quiet=True)
+    notes = ['ansible-core %s' % version] + ([smoke.note] if smoke.note else [])
+    if missing:
+        print('matrix %s: not in the tree, skipped: %s' % (core, ', '.join(missing)), flush=True)
+        smoke.skipped += len(missing)
+        notes.append('missing, skipped: ' + ', '.join(os.path.basename(path) for path in missing))
+    smoke.note = '; '.join(notes)
+    return results + [smoke]
+
+
 def step_matrix(args):
-    """Unit tests and the smoke integration under each older core (2.19 is the project venv's)."""
+    """Unit tests and the smoke integration under each older core, side by side (2.19 is the project venv's)."""
     if args.fast:
         return []
     cores = args.core or list(core_matrix.CORES)
-    results = []
+    started = time.monotonic()
+    print('\n==> matrix: ansible-core %s side by side; logs in build/test-logs/matrix-*' % ', '.join(cores), flush=True)
     try:
         pythons = core_matrix.ensure_all(tuple(cores))
     except Exception as exc:  # a venv that cannot be built fails the step loudly, with the reason
         return [Result('matrix venvs', failed=1, note=str(exc)[:120])]
-    for core in cores:
-        python = pythons[core]
-        version = core_matrix.installed_core(core)
-        if not version.startswith(core + '.'):
-            results.append(Result('%s venv' % core, failed=1, note='holds ansible-core %s' % version))
-            continue
-        results.append(run_pytest('matrix %s units' % core, 'tests/unit', args, python=python))
-        targets, missing = core_matrix.smoke_targets(STAGED)
-        result = run_pytest('matrix %s smoke' % core, targets, args, extra=['--timeout', '900'], python=python)
-        if missing:
-            print('matrix: not in the tree, skipped: %s' % ', '.join(missing))
-            result.skipped += len(missing)
-            result.note = (result.note + '; ' if result.note else '') + 'missing, skipped: ' + ', '.join(
-                os.path.basename(path) for path in missing)
-        result.note = ('ansible-core %s' % version) + ('; ' + result.note if result.note else '')
-        results.append(result)
+    with ThreadPoolExecutor(max_workers=len(cores)) as pool:
+        runs = [pool.submit(matrix_core, core, pythons[core], args, index * MATRIX_STAGGER)
+                for index, core in enumerate(cores)]
+        results = [result for run_ in runs for result in run_.result()]
+    print('<== matrix after %.0f s' % (time.monotonic() - started), flush=True)
     return results
 
 

@@ -29,9 +29,22 @@ install_system_packages() {
     fi
 }
 
+# Tools of this repository with a pyproject.toml of their own (e.g. tools/delphix_sim, the
+# Delphix simulator the demo and the tests run) are installed into the venv as well.
+local_tools() {
+    local project
+    for project in tools/*/pyproject.toml; do
+        [ -e "$project" ] && echo "./$(dirname "$project")"
+    done
+    return 0
+}
+
 install_venv() {
-    local stamp=$venv/.requirements.sha256 want
-    want=$(cat requirements.txt requirements-postgresql.txt tests/requirements.txt | sha256sum | cut -d' ' -f1)
+    local stamp=$venv/.requirements.sha256 want tools=()
+    mapfile -t tools < <(local_tools)
+    want=$( (cat requirements.txt requirements-postgresql.txt tests/requirements.txt
+             for tool in "${tools[@]}"; do git ls-files -co --exclude-standard "$tool" | sort | xargs -r sha256sum; done
+            ) | sha256sum | cut -d' ' -f1)
     if [ ! -x "$venv/bin/python" ]; then
         echo "setup: creating venv $venv"
         "$python" -m venv "$venv"
@@ -40,7 +53,7 @@ install_venv() {
         echo "setup: installing Python requirements into $venv"
         "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
         "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-            -r requirements.txt -r requirements-postgresql.txt -r tests/requirements.txt
+            -r requirements.txt -r requirements-postgresql.txt -r tests/requirements.txt "${tools[@]}"
         echo "$want" >"$stamp"
     fi
 }

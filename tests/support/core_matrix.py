@@ -81,7 +81,7 @@ def smoke_requirements(root=ROOT):
     Local paths (a tool of this repository installed from its folder, e.g. tools/delphix_sim)
     are kept, so a test that imports such a tool finds it under every core.
     """
-    wanted = []
+    wanted = ['./' + os.path.relpath(tool, root) for tool in local_tools(root)]
     for name in REQUIREMENT_FILES:
         wanted += _lines(os.path.join(root, name))
     for line in _lines(os.path.join(root, 'tests', 'requirements.txt')):
@@ -92,12 +92,31 @@ def smoke_requirements(root=ROOT):
     return wanted
 
 
+def local_tools(root=ROOT):
+    """Tools of this repository with a pyproject.toml (e.g. tools/delphix_sim), as scripts/setup.sh installs them."""
+    base = os.path.join(root, 'tools')
+    names = sorted(os.listdir(base)) if os.path.isdir(base) else []
+    return [os.path.join(base, name) for name in names if os.path.exists(os.path.join(base, name, 'pyproject.toml'))]
+
+
+def _tree_digest(path):
+    digest = hashlib.sha256()
+    for top, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if d not in ('__pycache__', 'build') and not d.endswith('.egg-info'))
+        for name in sorted(files):
+            full = os.path.join(top, name)
+            digest.update(os.path.relpath(full, path).encode())
+            with open(full, 'rb') as handle:
+                digest.update(handle.read())
+    return digest.hexdigest()
+
+
 def core_spec(core):
     return 'ansible-core==%s.*' % core
 
 
 def stamp_of(core, root=ROOT):
-    text = '\n'.join([sys.version, core_spec(core)] + smoke_requirements(root))
+    text = '\n'.join([sys.version, core_spec(core)] + smoke_requirements(root) + [_tree_digest(tool) for tool in local_tools(root)])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
