@@ -40,6 +40,7 @@ from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors imp
 
 ENGINE_TERMINAL = frozenset(('SUCCEEDED', 'WARNING', 'FAILED', 'CANCELLED'))
 ENGINE_WAITING = frozenset(('QUEUED', 'WAITING'))
+SKEW_SHOWN = 2.0   # seconds: below this a Date header (1 s resolution) cannot tell skew from noise
 LISTABLE = frozenset(('QUEUED', 'RUNNING', 'WAITING'))   # non-terminal values the execution_status filter accepts
 
 ExecutionInfo = collections.namedtuple(
@@ -147,10 +148,17 @@ class DelphixEngineDriver(EngineDriver):
         self._lists_ok = True
         self._catalogue = None   # jobName -> set of maskingJobIds, from one list of the engine's jobs
 
-    @staticmethod
-    def _info(execution):
+    def _info(self, execution):
+        """The engine's answer with its times moved onto our clock by the offset its Date header showed (when
+        more than SKEW_SHOWN): the queue shows and ages them next to its own times. Nothing is decided on them."""
+        offset = getattr(self.client, 'clock_offset', None)
+        shift = offset if offset is not None and abs(offset) >= SKEW_SHOWN else 0.0
+
+        def ours(moment):
+            epoch = _epoch(moment)
+            return None if epoch is None else epoch - shift
         return ExecutionInfo(execution.execution_id, execution.job_id, execution.status, execution.rows_masked,
-                             execution.rows_total, _epoch(execution.start_time), _epoch(execution.end_time))
+                             execution.rows_total, ours(execution.start_time), ours(execution.end_time))
 
     def _job_id(self, job):
         """The job's id on this engine: one list of all jobs answers every unambiguous name without an

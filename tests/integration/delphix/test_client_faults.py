@@ -240,3 +240,43 @@ def test_posts_answering_200(engine):
     client = client_for(engine)
     started = client.start_execution(client.resolve_job('fast_ok'))
     assert wait_terminal(client, started.execution_id).status == 'SUCCEEDED'
+
+
+# ---- provably not reached ---------------------------------------------------------------------
+def test_a_tls_handshake_that_fails_started_nothing(engine):
+    # https to a plain-HTTP engine: the handshake fails before any byte of the request is sent.
+    client = dx.MaskingEngineClient(engine.url.replace('http://', 'https://'), 'admin', 'Admin-12', timeout=3.0,
+                                    retries=1, backoff=0.01, verify=False)
+    requests_before = engine.record()['requests']
+    with pytest.raises(dx.DelphixNotReached) as caught:
+        client.start_execution(77, marker=0)
+    assert caught.value.outcome_unknown is False
+    assert engine.record()['requests'] == requests_before   # not one API call reached the engine
+
+
+def test_the_driver_reports_a_dead_engine_as_not_reached(sims):
+    from ansible_collections.orchestra.fleet.plugins.module_utils.masking_driver import DelphixDriverFactory  # pylint: disable=import-outside-toplevel
+    from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors import (  # pylint: disable=import-outside-toplevel
+        EngineNotReached, EngineUnavailable)
+    sim = sims(seed_config('dead', [{'name': 'a'}]))
+    driver = DelphixDriverFactory(timeout=2.0, retries=1, backoff=0.01)({'name': 'dead', 'url': sim.url},
+                                                                        {'username': 'admin', 'password': 'Admin-12'})
+    sim.stop()
+    with pytest.raises(EngineNotReached):
+        driver.start({'id': 1, 'job_name': 'a'})
+    with pytest.raises(EngineNotReached):
+        driver.start_marker({'id': 1, 'job_name': 'a'})
+    with pytest.raises(EngineUnavailable) as caught:   # a reconcile that cannot look proves nothing
+        driver.reconcile({'id': 1, 'job_name': 'a', 'start_marker': 0})
+    assert not isinstance(caught.value, EngineNotReached)
+
+
+def test_the_driver_logs_out_on_close(engine):
+    from ansible_collections.orchestra.fleet.plugins.module_utils.masking_driver import DelphixDriverFactory  # pylint: disable=import-outside-toplevel
+    driver = DelphixDriverFactory(timeout=3.0)({'name': 'main', 'url': engine.url}, {'username': 'admin', 'password': 'Admin-12'})
+    driver.probe()
+    token = dx._TOKENS[driver.client._cache_key]  # pylint: disable=protected-access
+    driver.close()
+    driver.close()   # twice is fine, and never raises
+    import requests  # pylint: disable=import-outside-toplevel
+    assert requests.get(engine.url + '/system-information', headers={'Authorization': token}, timeout=5).status_code == 401

@@ -6,6 +6,7 @@ real HTTP with lost answers and 500s. Every verdict is counted from the simulato
 """
 import threading
 import time
+from datetime import datetime
 
 import pytest
 
@@ -32,6 +33,11 @@ def executions_by_name(sims):
         for run in sim.record()['executions']:
             found.setdefault(run['jobName'], []).append((name, run['executionId'], run['status']))
     return found
+
+
+def _epoch(text):
+    """The queue's ISO-8601 UTC time ('...Z') -> epoch seconds."""
+    return datetime.strptime(text.replace('Z', '+0000'), '%Y-%m-%dT%H:%M:%S.%f%z').timestamp()
 
 
 def start_direct(sim, job_name):
@@ -94,6 +100,7 @@ def test_engines_minutes_apart_with_lost_answers_and_500s(store_url, simulators)
     setup = make_queue(store_url)
     for name, sim in sims.items():
         setup.ensure_engine(name, sim.url, slots=3, jobs=names)
+    began = time.time()
     ids = [setup.enqueue(name, request_id='skew-%s' % name)[1]['id'] for name in names]
     results, errors = {}, []
 
@@ -127,3 +134,8 @@ def test_engines_minutes_apart_with_lost_answers_and_500s(store_url, simulators)
     for name, sim in sims.items():
         record = sim.record()
         assert record['max_concurrency'] <= 3 and not record['overlaps'], (name, record['max_concurrency'], record['overlaps'])
+    # The engines' times are shown on our clock (moved by the offset their Date header showed), not minutes off.
+    ended = time.time()
+    for row in results.values():
+        submitted, started, finished = (_epoch(row[key]) for key in ('submitted_at', 'started_at', 'finished_at'))
+        assert began - 3 <= submitted <= started + 3 and started <= finished + 3 and finished <= ended + 3, row

@@ -114,7 +114,8 @@ class Agent:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.proc.poll() is None:
             try:
-                with urllib.request.urlopen(self.url + '/v1/health', timeout=1) as answer:  # nosec: our loopback agent
+                request = urllib.request.Request(self.url + '/v1/health', headers={'Authorization': 'Bearer ' + token})
+                with urllib.request.urlopen(request, timeout=1) as answer:  # nosec: our loopback agent
                     if answer.status == 200:
                         return
             except (OSError, urllib.error.URLError):

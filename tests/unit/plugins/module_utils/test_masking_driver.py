@@ -186,3 +186,13 @@ def test_factory_needs_credentials_and_keeps_them_out_of_sight():
         factory({'name': 'e', 'url': 'http://127.0.0.1:9'}, None)
     driver = factory({'name': 'e', 'url': 'http://127.0.0.1:9', 'verify': True}, {'username': 'u', 'password': 'hunter2'})
     assert 'hunter2' not in repr(driver.client)
+
+
+@pytest.mark.parametrize('offset, shift', [(-300.0, -300.0), (30.0, 30.0), (0.8, 0.0), (None, 0.0)])
+def test_engine_times_are_shown_on_our_clock(offset, shift):
+    client = FakeClient({})
+    client.clock_offset = offset
+    started = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    info = DelphixEngineDriver('e', client, delphix)._info(delphix.Execution(  # pylint: disable=protected-access
+        execution_id=1, job_id=5, status='SUCCEEDED', start_time=started, end_time=started + datetime.timedelta(seconds=9)))
+    assert info.start_time == started.timestamp() - shift and info.end_time - info.start_time == 9.0
