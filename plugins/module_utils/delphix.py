@@ -348,14 +348,14 @@ class MaskingEngineClient:
         except DelphixUnavailable as exc:
             raise self._not_reached(exc)
         marker = int(marker)
-        attempt = 0
+        attempt, answered_5xx = 0, False
         while True:
             try:
                 answer = self._call('POST', '/executions', body=body)
             except DelphixConflict:
-                # Every earlier attempt either never left or was answered 5xx and reconciled: a hold on the
-                # job is ours only if it is above the marker.
-                ours = self._reconcile(job_id, marker, None) if attempt else None
+                # An earlier attempt answered 5xx may still have started the job (an engine may fail after acting):
+                # the hold is ours if it is above the marker. After attempts that never left, it is someone else's.
+                ours = self._reconcile(job_id, marker, None) if answered_5xx else None
                 if ours is not None:
                     return ours
                 raise
@@ -364,6 +364,7 @@ class MaskingEngineClient:
                 if exc.outcome_unknown and exc.status is None and not never_sent:
                     return self._settle_lost_start(job_id, marker, exc)
                 if not never_sent:   # answered 5xx: the request is over, the engine's list is the truth
+                    answered_5xx = True
                     ours = self._reconcile(job_id, marker, exc)
                     if ours is not None:
                         return ours

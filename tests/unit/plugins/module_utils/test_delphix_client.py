@@ -237,6 +237,14 @@ def test_start_409_is_a_conflict(client):
     assert script.count('GET', '/executions') == 0   # a first attempt's 409: someone else's run, never adopted
 
 
+def test_start_409_after_an_attempt_that_never_left_is_someone_elses(client):
+    script = Script(client, {('POST', '/login'): [LOGIN],
+                             ('POST', '/executions'): [REFUSED, answer(409, {'errorMessage': 'already running'})]})
+    with pytest.raises(dx.DelphixConflict):
+        client.start_execution(7, marker=4)
+    assert script.count('GET', '/executions') == 0
+
+
 def test_start_refused_connection_retries_without_reconcile(client):
     script = Script(client, {('POST', '/login'): [LOGIN],
                              ('POST', '/executions'): [REFUSED, answer(200, execution(12))]})
