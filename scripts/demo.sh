@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
-# make demo: the main job on loopback. Grows with the features; see README.md.
+# make demo: the main job on loopback (playbooks/demo.yml). See README.md.
+# The demo's engines come from the Delphix simulator (tools/delphix_sim; the playbook uses this checkout's
+# copy). The local agent reports the host's Docker engine: when none answers and we are root, the test
+# lab's engine is started for the demo and stopped again afterwards.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 export PATH=$root/.venv/bin:$PATH
 export ANSIBLE_COLLECTIONS_PATH=$root/build/collections
-cd "$root/build/collections/ansible_collections/orchestra/fleet"
-if [ -f playbooks/demo.yml ]; then
-    exec ansible-playbook orchestra.fleet.demo "$@"
+export ORCHESTRA_DEMO_DIR=${ORCHESTRA_DEMO_DIR:-$root/build/lab/demo}
+staged=$root/build/collections/ansible_collections/orchestra/fleet
+docker_started=
+if ! docker info >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null; then
+    if (cd "$staged" && python -c 'from tests.support.lab import docker_engine; docker_engine.ensure_engine()'); then
+        docker_started=1
+    fi
 fi
-echo "orchestra.fleet demo: the demo playbook has not landed yet (it comes with the masking queue)."
-echo "What the collection holds today:"
-ansible-doc -l orchestra.fleet 2>/dev/null || true
-ansible-doc -t inventory -l orchestra.fleet 2>/dev/null || true
+stop_docker() {
+    if [ -n "$docker_started" ]; then
+        (cd "$staged" && python -c 'from tests.support.lab import docker_engine; docker_engine.stop_engine()') || true
+    fi
+}
+trap stop_docker EXIT
+cd "$staged"
+ansible-playbook orchestra.fleet.demo "$@"

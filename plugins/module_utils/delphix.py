@@ -4,26 +4,22 @@
 """Client for the Delphix Masking Engine REST API (one instance per engine).
 
 Facts it honours are in DELPHIX_MASKING_API.md: raw token in the Authorization header, one re-login on 401,
-any 2xx, snake_case query parameters, paged lists, and a start that never double-starts after a lost answer.
-Retries with backoff only where a retry is safe (GETs, login); a POST whose answer is lost is reconciled
-through the job's executions before anything is sent again.
+any 2xx, snake_case query parameters (camelCase expectedStatus/graceful on cancel), paged lists, log out when
+done, and a start that never double-starts after a lost answer. Retries with backoff only where a retry is
+safe (GETs, login); a POST whose answer is lost is reconciled through the job's executions by a start marker
+(the job's highest executionId before the POST: ids only grow), never by comparing the engine's clock with ours.
 """
-
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type  # pylint: disable=invalid-name
 
 import hashlib
 import threading
 import time
 import traceback
-from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Optional
 
 from ansible.module_utils.basic import missing_required_lib
 from ansible_collections.orchestra.fleet.plugins.module_utils.delphix_parse import (
-    TERMINAL, Execution, backoff_delay, choose_adoption, error_kind, is_page_out_of_range, more_pages,
-    page_items, parse_execution, select_job,
+    TERMINAL, Execution, backoff_delay, choose_after_marker, clock_offset, error_kind, highest_execution_id,
+    is_page_out_of_range, more_pages, page_items, parse_execution, select_job,
 )
 
 try:
@@ -36,7 +32,8 @@ except ImportError:  # pragma: no cover - exercised by ansible-test's import san
     REQUESTS_IMPORT_ERROR = traceback.format_exc()
 
 __all__ = ['TERMINAL', 'Execution', 'MaskingEngineClient', 'DelphixError', 'DelphixAuthError', 'DelphixNotFound',
-           'DelphixConflict', 'DelphixUnavailable', 'DelphixAmbiguous', 'HAS_REQUESTS', 'REQUESTS_IMPORT_ERROR']
+           'DelphixConflict', 'DelphixUnavailable', 'DelphixNotReached', 'DelphixAmbiguous', 'HAS_REQUESTS',
+           'REQUESTS_IMPORT_ERROR']
 
 API_ROOT = '/masking/api'
 PAGE_SIZE = 100
@@ -77,6 +74,14 @@ class DelphixUnavailable(DelphixError):
         self.outcome_unknown = outcome_unknown
 
 
+class DelphixNotReached(DelphixUnavailable):
+    """Provably nothing was started: the start's POST never left (connection refused, DNS or TLS failure,
+    connect timeout), or it failed before the POST (login, reading the start marker)."""
+
+    def __init__(self, message, status=None, engine_message=None, url=None):
+        super(DelphixNotReached, self).__init__(message, status, engine_message, url, outcome_unknown=False)
+
+
 class DelphixAmbiguous(DelphixError):
     """A jobName matches several jobs and no environment narrows it."""
 
@@ -99,15 +104,11 @@ def api_base(base_url, api_version=None):
     return base
 
 
-def utcnow():
-    return datetime.now(timezone.utc)
-
-
 class MaskingEngineClient:
     """One masking engine: session, token, job-id cache; safe retries; lost-answer-safe start."""
 
     def __init__(self, base_url, username, password, timeout=30.0, verify=True, api_version=None, retries=3,
-                 backoff=0.5, clock_skew=5.0, page_size=PAGE_SIZE, sleep=time.sleep):
+                 backoff=0.5, page_size=PAGE_SIZE, sleep=time.sleep):
         if not HAS_REQUESTS:
             raise DelphixError(missing_required_lib('requests'))
         self.base = api_base(base_url, api_version)
@@ -116,7 +117,6 @@ class MaskingEngineClient:
         self.timeout = timeout
         self.retries = max(0, int(retries))
         self.backoff = float(backoff)
-        self.clock_skew = timedelta(seconds=float(clock_skew))
         self.page_size = int(page_size)
         self._sleep = sleep
         self._session = requests.Session()
@@ -125,6 +125,8 @@ class MaskingEngineClient:
         self._cache_key = (self.base, username, hashlib.sha256(password.encode('utf-8')).hexdigest())
         self._login_lock = threading.Lock()
         self._job_ids = {}  # type: Dict[tuple, int]
+        # Seconds the engine's clock is ahead of ours, from the last answer's Date header: shown, never decided on.
+        self.clock_offset = None  # type: Optional[float]
 
     def __repr__(self):
         return 'MaskingEngineClient(%r, user=%r)' % (self.base, self.username)
@@ -146,8 +148,12 @@ class MaskingEngineClient:
         # type: () -> None
         """POST /login; caches the token for this engine and user."""
         with self._login_lock:
-            body = self._call('POST', '/login', body={'username': self.username, 'password': self._password},
-                              safe=True, auth=False)
+            try:
+                body = self._call('POST', '/login', body={'username': self.username, 'password': self._password},
+                                  safe=True, auth=False)
+            except DelphixUnavailable as exc:
+                exc.during_login = True   # whatever call needed this login was never sent
+                raise
             token = body.get('Authorization') if isinstance(body, dict) else None
             if not token:
                 raise DelphixAuthError('login to %s answered without an Authorization token' % self.base,
@@ -156,13 +162,13 @@ class MaskingEngineClient:
 
     def logout(self):
         # type: () -> None
-        """PUT /logout; a token the engine already dropped is fine."""
+        """PUT /logout (each login is a session on the engine until then); best effort, never raises."""
         if self._token is None:
             return
         try:
             self._call('PUT', '/logout', safe=False, relogin=False)
-        except (DelphixAuthError, DelphixUnavailable):
-            pass
+        except DelphixError:
+            pass   # expired already, or the engine is away: its token timeout ends the session
         finally:
             self._set_token(None)
 
@@ -172,7 +178,12 @@ class MaskingEngineClient:
         token = self._token
         if token:
             headers['Authorization'] = token  # raw token, no "Bearer"
-        return self._session.request(method, url, params=params, json=body, headers=headers, timeout=self.timeout)
+        sent = time.time()
+        response = self._session.request(method, url, params=params, json=body, headers=headers, timeout=self.timeout)
+        offset = clock_offset(response.headers.get('Date'), sent, time.time())
+        if offset is not None:
+            self.clock_offset = offset
+        return response
 
     def _call(self, method, path, params=None, body=None, safe=False, auth=True, relogin=True):
         """One API call -> parsed JSON (None for an empty 2xx). Raises the mapped DelphixError.
@@ -239,10 +250,6 @@ class MaskingEngineClient:
         # type: () -> Dict[str, Any]
         return self._get('/system-information')
 
-    def application_settings(self, setting_group=None):
-        # type: (Optional[str]) -> List[Dict[str, Any]]
-        return self._list('/application-settings', {'setting_group': setting_group} if setting_group else None)
-
     def list_environments(self):
         # type: () -> List[Dict[str, Any]]
         return self._list('/environments')
@@ -258,11 +265,6 @@ class MaskingEngineClient:
         if key not in self._job_ids:
             self._job_ids[key] = self._resolve(job_name, key[1])
         return self._job_ids[key]
-
-    def forget_jobs(self):
-        # type: () -> None
-        """Drop cached job ids (e.g. after the engine's catalogue changed)."""
-        self._job_ids.clear()
 
     def _resolve(self, job_name, environment):
         if environment is None:
@@ -304,106 +306,138 @@ class MaskingEngineClient:
         # type: (int) -> List[Dict[str, Any]]
         return self._list('/execution-events', {'execution_id': int(execution_id)})
 
-    def execution_components(self, execution_id):
-        # type: (int) -> List[Dict[str, Any]]
-        return self._list('/execution-components', {'execution_id': int(execution_id)})
+    def execution_marker(self, job_id):
+        # type: (int) -> int
+        """The job's start marker: its highest executionId on this engine now (every page), 0 when none."""
+        return highest_execution_id(self.list_executions(job_id=job_id))
 
-    def find_execution_since(self, job_id, not_before):
-        # type: (int, datetime) -> Optional[Execution]
-        """The execution of job_id that a start attempted at not_before created, if the engine has one."""
-        return choose_adoption(self.list_executions(job_id=job_id), _aware(not_before), self.clock_skew)
+    def find_execution_after(self, job_id, marker):
+        # type: (int, int) -> Optional[Execution]
+        """The execution a start made after `marker` was taken (the lowest id above it), or None."""
+        return choose_after_marker(self.list_executions(job_id=job_id), marker)
 
-    def start_execution(self, job_id, not_before=None, target_connector_id=None, source_connector_id=None):
-        # type: (int, Optional[datetime], Optional[int], Optional[int]) -> Execution
+    def start_execution(self, job_id, marker=None, target_connector_id=None, source_connector_id=None):
+        # type: (int, Optional[int], Optional[int], Optional[int]) -> Execution
         """POST /executions without ever starting the job twice.
 
-        not_before: when the caller decided to start (an aware datetime recorded before the attempt).
-        - the POST provably never reached the engine (refused, connect timeout): sent again after a backoff;
-        - the engine answered 5xx (the request is over): the job's executions are searched, ours is adopted,
-          and only when there is none is the POST sent again;
+        marker: the job's highest executionId taken before the attempt (execution_marker); taken here, right
+        before the POST, when not given. A caller that may need to reconcile later (another process, after a
+        crash) records it first and passes it.
+        - nothing was sent (login or the marker failed, connection refused, DNS/TLS failure, connect timeout):
+          sent again after a backoff, then DelphixNotReached: provably nothing started;
+        - the engine answered 5xx (the request is over): ours is adopted if the engine shows an execution above
+          the marker, else the POST is sent again; DelphixUnavailable once the tries are spent;
         - no answer (read timeout, reset): the request may still be in flight, so nothing is sent again; the
-          executions are searched a few times (backoff) and ours adopted, else DelphixUnavailable with
-          outcome_unknown=True: call find_execution_since(job_id, not_before) later, before any new start.
+          executions above the marker are searched a few times (backoff) and ours adopted, else
+          DelphixUnavailable with outcome_unknown=True: call find_execution_after(job_id, marker) later,
+          before any new start.
         409 (the job is already running or queued) -> DelphixConflict, unless it is our own earlier attempt.
         """
-        not_before = _aware(not_before) if not_before is not None else utcnow()
         body = {'jobId': int(job_id)}  # type: Dict[str, Any]
         if target_connector_id is not None:
             body['targetConnectorId'] = int(target_connector_id)
         if source_connector_id is not None:
             body['sourceConnectorId'] = int(source_connector_id)
-        attempt, maybe_started = 0, False
+        try:
+            if self._token is None:
+                self.login()
+            if marker is None:
+                marker = self.execution_marker(job_id)
+        except DelphixNotReached:
+            raise
+        except DelphixUnavailable as exc:
+            raise self._not_reached(exc)
+        marker = int(marker)
+        attempt, answered_5xx = 0, False
         while True:
             try:
                 answer = self._call('POST', '/executions', body=body)
             except DelphixConflict:
-                ours = self.find_execution_since(job_id, not_before) if maybe_started else None
+                # An earlier attempt answered 5xx may still have started the job (an engine may fail after acting):
+                # the hold is ours if it is above the marker. After attempts that never left, it is someone else's.
+                ours = self._reconcile(job_id, marker, None) if answered_5xx else None
                 if ours is not None:
                     return ours
                 raise
             except DelphixUnavailable as exc:
-                if exc.outcome_unknown and exc.status is None:
-                    return self._settle_lost_start(job_id, not_before, exc)
-                if exc.outcome_unknown:
-                    maybe_started = True
-                    ours = self._reconcile(job_id, not_before, exc)
+                never_sent = not exc.outcome_unknown or getattr(exc, 'during_login', False)
+                if exc.outcome_unknown and exc.status is None and not never_sent:
+                    return self._settle_lost_start(job_id, marker, exc)
+                if not never_sent:   # answered 5xx: the request is over, the engine's list is the truth
+                    answered_5xx = True
+                    ours = self._reconcile(job_id, marker, exc)
                     if ours is not None:
                         return ours
                 if attempt >= self.retries:
-                    raise
+                    # Earlier attempts were all provably not started (never sent, or 5xx and nothing above the marker).
+                    raise self._not_reached(exc) if never_sent else exc
                 attempt += 1
                 self._sleep(backoff_delay(attempt, self.backoff))
                 continue
             try:
                 return parse_execution(answer)
             except ValueError:
-                ours = self.find_execution_since(job_id, not_before)
+                ours = self._reconcile(job_id, marker, None)
                 if ours is None:
                     raise DelphixError('POST %s/executions answered without an execution: %r' % (self.base, answer))
                 return ours
 
-    def _settle_lost_start(self, job_id, not_before, lost):
+    def _settle_lost_start(self, job_id, marker, lost):
         """A start whose answer never came: adopt its execution once the engine shows it, never POST again."""
         for attempt in range(self.retries + 1):
             if attempt:
                 self._sleep(backoff_delay(attempt, self.backoff))
-            ours = self._reconcile(job_id, not_before, lost)
+            ours = self._reconcile(job_id, marker, lost)
             if ours is not None:
                 return ours
-        raise self._unknown_start(job_id, not_before, lost)
+        raise self._unknown_start(job_id, marker, lost)
 
-    def _reconcile(self, job_id, not_before, failure):
-        """find_execution_since, turning an unreachable engine into 'start outcome unknown'."""
+    def _reconcile(self, job_id, marker, failure):
+        """find_execution_after, turning an unreachable engine into 'start outcome unknown'."""
         try:
-            return self.find_execution_since(job_id, not_before)
+            return self.find_execution_after(job_id, marker)
         except DelphixUnavailable as exc:
-            raise self._unknown_start(job_id, not_before, failure, exc)
+            raise self._unknown_start(job_id, marker, failure, exc)
+
+    def _skew_note(self):
+        if self.clock_offset is None or abs(self.clock_offset) < 2.0:
+            return ''
+        return ' (the engine clock is %+.0f s from ours by its Date header; not used to decide)' % self.clock_offset
+
+    def _unknown_start(self, job_id, marker, failure, reconcile_error=None):
+        also = '; looking for it failed too: %s' % reconcile_error if reconcile_error else ''
+        what = failure if failure is not None else 'POST %s/executions' % self.base
+        return DelphixUnavailable('%s%s; the job may have been started: reconcile with find_execution_after(%d, %d) '
+                                  'before starting it again%s' % (what, also, int(job_id), int(marker), self._skew_note()),
+                                  status=getattr(failure, 'status', None), engine_message=getattr(failure, 'engine_message', None),
+                                  url=getattr(failure, 'url', None), outcome_unknown=True)
 
     @staticmethod
-    def _unknown_start(job_id, not_before, failure, reconcile_error=None):
-        also = '; looking for it failed too: %s' % reconcile_error if reconcile_error else ''
-        return DelphixUnavailable('%s%s; the job may have been started: reconcile with find_execution_since(%d, %s) '
-                                  'before starting it again' % (failure, also, int(job_id), not_before.isoformat()),
-                                  status=failure.status, engine_message=failure.engine_message, url=failure.url,
-                                  outcome_unknown=True)
+    def _not_reached(exc):
+        return DelphixNotReached('%s; nothing was started' % exc, status=exc.status, engine_message=exc.engine_message,
+                                 url=exc.url)
 
-    def cancel_execution(self, execution_id, expected_status=None):
-        # type: (int, Optional[str]) -> Execution
-        """POST /executions/{id}/cancel (optionally guarded by expectedStatus QUEUED or RUNNING).
+    def cancel_execution(self, execution_id, expected_status=None, graceful=None):
+        # type: (int, Optional[str], Optional[bool]) -> Execution
+        """POST /executions/{id}/cancel?expectedStatus=RUNNING (guard QUEUED or RUNNING; graceful: API 5.1.43+).
 
-        409 (not in the expected status, or already finished) -> DelphixConflict. A lost answer is
-        settled by reading the execution back.
+        Both are QUERY parameters: a real engine ignores them in a body. 409 (not in the expected status,
+        or already finished) -> DelphixConflict. A lost answer is settled by reading the execution back.
         """
         path = '/executions/%d/cancel' % int(execution_id)
-        body = {'expectedStatus': expected_status} if expected_status else None
+        params = {}  # type: Dict[str, str]
+        if expected_status:
+            params['expectedStatus'] = str(expected_status)
+        if graceful is not None:
+            params['graceful'] = 'true' if graceful else 'false'
         try:
-            answer = self._call('POST', path, body=body)
+            answer = self._call('POST', path, params=params or None)
         except (DelphixUnavailable, DelphixConflict) as exc:
             current = self.get_execution(execution_id)
             if current.status == 'CANCELLED':
                 return current
             if isinstance(exc, DelphixUnavailable) and not current.terminal and not exc.outcome_unknown:
-                answer = self._call('POST', path, body=body)
+                answer = self._call('POST', path, params=params or None)
             else:
                 raise
         try:
@@ -418,19 +452,18 @@ class MaskingEngineClient:
             raise DelphixError('%s: %s' % (self.base, exc))
 
 
-def _aware(moment):
-    if moment.tzinfo is None:
-        raise ValueError('not_before must be an aware datetime, got %r' % (moment,))
-    return moment
+NOT_SENT_MARKERS = ('NewConnectionError', 'NameResolutionError', 'Connection refused', 'Name or service not known',
+                    'Temporary failure in name resolution', 'nodename nor servname', 'Failed to resolve')
 
 
 def _maybe_delivered(exc):
-    """False only when the request provably never reached the engine (refused, connect timeout)."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
+    """False only when the request provably never reached the engine: refused, connect timeout, DNS or TLS failure
+    (a TLS handshake that fails ends before any byte of the request is sent)."""
+    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError)):
         return False
     if isinstance(exc, requests.exceptions.ConnectionError):
         text = repr(exc)
-        return not any(marker in text for marker in ('NewConnectionError', 'Connection refused', 'Name or service'))
+        return not any(marker in text for marker in NOT_SENT_MARKERS)
     return True
 
 

@@ -3,13 +3,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Pure parsing and decision functions for the Delphix Masking Engine client (no I/O)."""
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type  # pylint: disable=invalid-name
-
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Dict, List, Optional
 
 TERMINAL = frozenset({'SUCCEEDED', 'WARNING', 'FAILED', 'CANCELLED'})
@@ -90,12 +87,6 @@ class Execution:
         # type: () -> bool
         return self.status == 'SUCCEEDED'
 
-    @property
-    def reference_time(self):
-        # type: () -> Optional[datetime]
-        """When the engine accepted it: submitTime, else startTime (older engines have no submitTime)."""
-        return self.submit_time or self.start_time
-
     def to_dict(self):
         # type: () -> Dict[str, Any]
         def iso(moment):
@@ -169,26 +160,46 @@ def error_kind(status):
     return 'error'
 
 
-def choose_adoption(executions, not_before, skew=timedelta(0)):
-    # type: (List[Execution], datetime, timedelta) -> Optional[Execution]
-    """The execution a lost start created, or None.
+def highest_execution_id(executions):
+    # type: (List[Execution]) -> int
+    """The start marker: the highest executionId among a job's executions, 0 when it has none.
 
-    Ours: accepted by the engine at/after not_before (any status: a fast job may have finished already).
-    Within the clock-skew allowance before not_before only a still-active execution counts: a finished
-    older run is someone else's ("terminal-and-older") and is never adopted. Earliest wins.
+    Execution ids only grow on an engine, so an execution with a higher id than the marker taken right
+    before a POST was created after that moment: no clock is involved.
     """
-    # Engine dates carry milliseconds: compare at that resolution, or a fast start looks older than our attempt.
-    not_before = not_before.replace(microsecond=not_before.microsecond // 1000 * 1000)
-    candidates = []
-    for execution in executions:
-        moment = execution.reference_time
-        if moment is None:
-            continue
-        if moment >= not_before or (moment >= not_before - skew and not execution.terminal):
-            candidates.append(execution)
-    if not candidates:
+    return max([execution.execution_id for execution in executions] or [0])
+
+
+def choose_after_marker(executions, marker):
+    # type: (List[Execution], int) -> Optional[Execution]
+    """The execution a start made after `marker` was taken: the lowest id above the marker, or None.
+
+    Any status counts (a fast job may have finished already). Nothing at or below the marker is ever
+    adopted, however its dates read: an older finished run is someone else's. The lowest id wins
+    because the queue runs one start of a job per engine at a time; a higher one is a later start.
+    """
+    newer = [execution for execution in executions if execution.execution_id > int(marker)]
+    return min(newer, key=lambda e: e.execution_id) if newer else None
+
+
+def clock_offset(date_header, sent, received):
+    # type: (Optional[str], float, float) -> Optional[float]
+    """Seconds the engine's clock is ahead of ours (negative: behind), from an HTTP Date header.
+
+    For reporting only (1 s resolution, network delay): never used to decide which execution is ours.
+    sent/received: our epoch seconds around the request.
+    """
+    if not date_header:
         return None
-    return min(candidates, key=lambda e: (e.reference_time, e.execution_id))
+    try:
+        moment = parsedate_to_datetime(date_header)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp() - (sent + received) / 2.0
 
 
 def select_job(jobs_by_environment, job_name, environment=None):

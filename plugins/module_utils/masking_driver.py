@@ -5,36 +5,65 @@
 
 The queue talks to an engine only through an EngineDriver (one per engine):
 
-    start(job) -> ExecutionInfo          job: the queue's job row (job_name, environment, not_before)
-    reconcile(job) -> ExecutionInfo|None the execution a start at job['not_before'] created, if any
+    start_marker(job) -> int             the job's highest execution id on the engine now (0: none)
+    start(job) -> ExecutionInfo          job: the queue's job row (job_name, environment, id, start_marker)
+    reconcile(job) -> ExecutionInfo|None the execution a start after job['start_marker'] created, if any
     status(execution_id) -> ExecutionInfo
     statuses({execution_id: last_status}) -> {execution_id: ExecutionInfo}   (batched refresh)
     cancel(execution_id, expected_status) -> ExecutionInfo
     probe() -> None                      raises when the engine is not usable
     failure_detail(execution_id) -> str|None
+    close() -> None                      log out; best effort, never raises
 
-and raises only the Driver* errors of masking_errors, so another kind of
-capacity can be added without touching the queue.
+No decision here compares the engine's clock with ours: execution ids only grow on an engine, so the
+execution a lost start created is the lowest one above the marker taken before the POST. The queue
+records job['start_marker'] (from start_marker()) before it POSTs, so any process can reconcile later.
+
+It raises only the Driver* errors of masking_errors, so another kind of capacity can be added without
+touching the queue:
+- EngineNotReached (from start and start_marker only): provably nothing was started (connection refused,
+  DNS or TLS failure, login failed before the POST); the slot can be given back at once. Every other call
+  reports the same failures as EngineUnavailable: for reconcile, not reaching the engine proves nothing.
+- EngineUnavailable: the outcome is unknown; reconcile before any new start.
+- EngineAuthError (credentials refused), MissingCredentials, EngineJobNotFound, EngineJobAmbiguous (the
+  name is in several environments), EngineConflict (409), DriverError (anything else).
 """
-
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
 
 import collections
 import datetime
+import functools
+import threading
 
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors import (
-    DriverError, EngineAuthError, EngineConflict, EngineJobNotFound, EngineUnavailable, MissingCredentials)
+    DriverError, EngineAuthError, EngineConflict, EngineJobAmbiguous, EngineJobNotFound, EngineNotReached,
+    EngineUnavailable, MissingCredentials)
 
 ENGINE_TERMINAL = frozenset(('SUCCEEDED', 'WARNING', 'FAILED', 'CANCELLED'))
 ENGINE_WAITING = frozenset(('QUEUED', 'WAITING'))
+SKEW_SHOWN = 2.0   # seconds: below this a Date header (1 s resolution) cannot tell skew from noise
+LISTABLE = frozenset(('QUEUED', 'RUNNING', 'WAITING'))   # non-terminal values the execution_status filter accepts
 
 ExecutionInfo = collections.namedtuple(
     'ExecutionInfo', 'execution_id engine_job_id status rows_masked rows_total start_time end_time')
 
+# Markers this process took itself (a job row without start_marker), by (engine URL, queue job id), so a
+# take-over in the same process can still reconcile. Across processes only job['start_marker'] can.
+_MARKERS = {}
+_MARKERS_LOCK = threading.Lock()
+_MARKERS_MAX = 10000
+NOT_POSTED = 'not posted'   # recalled for a job whose last start failed before its POST: nothing to reconcile
 
-def is_terminal(info):
-    return info.status in ENGINE_TERMINAL
+
+def _remember_marker(key, marker):
+    with _MARKERS_LOCK:
+        if len(_MARKERS) >= _MARKERS_MAX:
+            _MARKERS.pop(next(iter(_MARKERS)))
+        _MARKERS[key] = marker
+
+
+def _recalled_marker(key):
+    with _MARKERS_LOCK:
+        return _MARKERS.get(key)
 
 
 def _epoch(moment):
@@ -43,12 +72,11 @@ def _epoch(moment):
     return (moment - datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)).total_seconds()
 
 
-def _aware(epoch):
-    return datetime.datetime.fromtimestamp(float(epoch), tz=datetime.timezone.utc)
-
-
 class EngineDriver:
     """Interface (documentation only: the fake driver of the tests and the Delphix driver implement it)."""
+
+    def start_marker(self, job):
+        raise NotImplementedError
 
     def start(self, job):
         raise NotImplementedError
@@ -71,26 +99,38 @@ class EngineDriver:
     def failure_detail(self, execution_id):
         return None
 
+    def close(self):
+        return None
 
-def _translate(fn):
-    """Map the Delphix client's errors to the queue's driver errors (which say what is safe next)."""
-    def wrapper(self, *args, **kwargs):
-        delphix = self.delphix
-        try:
-            return fn(self, *args, **kwargs)
-        except delphix.DelphixUnavailable as exc:
-            raise EngineUnavailable(str(exc), status=exc.status)
-        except delphix.DelphixAuthError as exc:
-            raise EngineAuthError('engine %s refused the credentials: %s' % (self.name, exc), status=exc.status)
-        except delphix.DelphixNotFound as exc:
-            raise EngineJobNotFound(str(exc), status=exc.status)
-        except delphix.DelphixConflict as exc:
-            raise EngineConflict(str(exc), status=exc.status)
-        except delphix.DelphixError as exc:
-            raise DriverError(str(exc), status=exc.status)
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
+
+def _translate(not_reached=EngineUnavailable):
+    """Map the Delphix client's errors to the queue's driver errors (which say what is safe next).
+
+    not_reached: what "provably nothing reached the engine" means for this call: EngineNotReached for a
+    start (nothing started), EngineUnavailable elsewhere (a reconcile that could not look proves nothing).
+    """
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(self, *args, **kwargs):
+            delphix = self.delphix
+            try:
+                return fn(self, *args, **kwargs)
+            except delphix.DelphixNotReached as exc:
+                raise not_reached(str(exc), status=exc.status)
+            except delphix.DelphixUnavailable as exc:
+                raise EngineUnavailable(str(exc), status=exc.status)
+            except delphix.DelphixAuthError as exc:
+                raise EngineAuthError('engine %s refused the credentials: %s' % (self.name, exc), status=exc.status)
+            except delphix.DelphixAmbiguous as exc:
+                raise EngineJobAmbiguous(str(exc), status=exc.status)
+            except delphix.DelphixNotFound as exc:
+                raise EngineJobNotFound(str(exc), status=exc.status)
+            except delphix.DelphixConflict as exc:
+                raise EngineConflict(str(exc), status=exc.status)
+            except delphix.DelphixError as exc:
+                raise DriverError(str(exc), status=exc.status)
+        return wrapper
+    return decorate
 
 
 class DelphixEngineDriver(EngineDriver):
@@ -108,10 +148,17 @@ class DelphixEngineDriver(EngineDriver):
         self._lists_ok = True
         self._catalogue = None   # jobName -> set of maskingJobIds, from one list of the engine's jobs
 
-    @staticmethod
-    def _info(execution):
+    def _info(self, execution):
+        """The engine's answer with its times moved onto our clock by the offset its Date header showed (when
+        more than SKEW_SHOWN): the queue shows and ages them next to its own times. Nothing is decided on them."""
+        offset = getattr(self.client, 'clock_offset', None)
+        shift = offset if offset is not None and abs(offset) >= SKEW_SHOWN else 0.0
+
+        def ours(moment):
+            epoch = _epoch(moment)
+            return None if epoch is None else epoch - shift
         return ExecutionInfo(execution.execution_id, execution.job_id, execution.status, execution.rows_masked,
-                             execution.rows_total, _epoch(execution.start_time), _epoch(execution.end_time))
+                             execution.rows_total, ours(execution.start_time), ours(execution.end_time))
 
     def _job_id(self, job):
         """The job's id on this engine: one list of all jobs answers every unambiguous name without an
@@ -128,27 +175,66 @@ class DelphixEngineDriver(EngineDriver):
                 return next(iter(ids))
         return self.client.resolve_job(job['job_name'], job.get('environment'))
 
-    @_translate
-    def start(self, job):
-        job_id = self._job_id(job)
-        return self._info(self.client.start_execution(job_id, not_before=_aware(job['not_before'])))
+    def _marker_key(self, job):
+        return (self.client.base, job.get('id'), job.get('job_name'), job.get('environment'))
 
-    @_translate
+    def _before_post(self, fn, *args):
+        """A call made before any POST: an engine that cannot be reached there has started nothing."""
+        try:
+            return fn(*args)
+        except self.delphix.DelphixNotReached:
+            raise
+        except self.delphix.DelphixUnavailable as exc:
+            raise self.delphix.DelphixNotReached('%s; nothing was started' % exc, status=exc.status,
+                                                 engine_message=exc.engine_message, url=exc.url)
+
+    @_translate(not_reached=EngineNotReached)
+    def start_marker(self, job):
+        """The job's highest execution id on this engine now (0 when it never ran here): record it before start()."""
+        return self._before_post(lambda: self.client.execution_marker(self._job_id(job)))
+
+    @_translate(not_reached=EngineNotReached)
+    def start(self, job):
+        """Start the job; after a lost or failed answer adopt only an execution above the start marker."""
+        key = self._marker_key(job)
+        marker = job.get('start_marker')
+        try:
+            job_id = self._before_post(self._job_id, job)
+            if marker is None:   # the caller recorded none: take it now, right before the POST
+                marker = self._before_post(self.client.execution_marker, job_id)
+        except self.delphix.DelphixError:
+            if job.get('start_marker') is None:
+                _remember_marker(key, NOT_POSTED)
+            raise
+        if job.get('start_marker') is None:
+            _remember_marker(key, marker)
+        return self._info(self.client.start_execution(job_id, marker=int(marker)))
+
+    @_translate()
     def reconcile(self, job):
-        job_id = self._job_id(job)
-        found = self.client.find_execution_since(job_id, _aware(job['not_before']))
+        """The execution the job's start created (the lowest id above its start marker), or None: not started."""
+        marker = job.get('start_marker')
+        if marker is None:
+            marker = _recalled_marker(self._marker_key(job))
+            if marker == NOT_POSTED:
+                return None
+        if marker is None:
+            raise DriverError('cannot tell whether %s was started on engine %s: no start marker was recorded before '
+                              'its POST (no clock can tell; check the engine and cancel the job if needed)'
+                              % (job.get('job_name'), self.name))
+        found = self.client.find_execution_after(self._job_id(job), int(marker))
         return self._info(found) if found is not None else None
 
-    @_translate
+    @_translate()
     def status(self, execution_id):
         return self._info(self.client.get_execution(execution_id))
 
-    @_translate
+    @_translate()
     def statuses(self, last_known):
         wanted = set(last_known)
         found = {}
         if self._lists_ok and len(wanted) > self.LIST_THRESHOLD:
-            listed = set(['RUNNING']) | set(s for s in last_known.values() if s and s not in ENGINE_TERMINAL)
+            listed = set(['RUNNING']) | (set(last_known.values()) & LISTABLE)
             try:
                 for status in sorted(listed):
                     for execution in self.client.list_executions(status=status):
@@ -164,15 +250,22 @@ class DelphixEngineDriver(EngineDriver):
             found[execution_id] = self._info(self.client.get_execution(execution_id))
         return found
 
-    @_translate
+    @_translate()
     def cancel(self, execution_id, expected_status=None):
         if expected_status not in ('QUEUED', 'RUNNING'):
             expected_status = None
         return self._info(self.client.cancel_execution(execution_id, expected_status=expected_status))
 
-    @_translate
+    @_translate()
     def probe(self):
         self.client.system_information()
+
+    def close(self):
+        """Log out of the engine (every login is a session there until then); best effort, never raises."""
+        try:
+            self.client.logout()
+        except Exception:  # pylint: disable=broad-except  # closing must never fail the caller
+            pass
 
     def failure_detail(self, execution_id):
         """The engine's own words on why an execution failed or warned (first events), best effort."""
@@ -191,11 +284,10 @@ class DelphixEngineDriver(EngineDriver):
 class DelphixDriverFactory:
     """Builds one DelphixEngineDriver per engine: factory(engine_dict, credentials) -> driver."""
 
-    def __init__(self, timeout=30.0, retries=3, backoff=0.5, clock_skew=5.0):
+    def __init__(self, timeout=30.0, retries=3, backoff=0.5):
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
-        self.clock_skew = clock_skew
 
     def __call__(self, engine, credentials):
         # Imported here so that a queue with a fake driver (tests) or PostgreSQL-only use needs no requests.
@@ -205,7 +297,7 @@ class DelphixDriverFactory:
         try:
             client = delphix.MaskingEngineClient(engine['url'], credentials['username'], credentials['password'],
                                                  timeout=self.timeout, verify=engine.get('verify', True), retries=self.retries,
-                                                 backoff=self.backoff, clock_skew=self.clock_skew)
+                                                 backoff=self.backoff)
         except delphix.DelphixError as exc:
             raise DriverError(str(exc))
         return DelphixEngineDriver(engine['name'], client, delphix)

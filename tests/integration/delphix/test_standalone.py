@@ -9,7 +9,8 @@ import time
 import requests
 
 from tests.integration.delphix.helpers import PASSWORD, USER, client_for
-from tests.support.delphix_sim.launcher import COLLECTION_ROOT, seed_config, start_simulator
+from tests.support.delphix_sim import SIM_SOURCE
+from tests.support.delphix_sim.launcher import seed_config, start_simulator
 
 YAML_CONFIG = """
 engine:
@@ -31,11 +32,11 @@ applications:
 def test_command_line_with_yaml_config_and_fault_flags(tmp_path):
     config = tmp_path / 'engine.yml'
     config.write_text(YAML_CONFIG)
-    env = dict(os.environ, PYTHONPATH=COLLECTION_ROOT)
-    cmd = [sys.executable, '-m', 'tests.support.delphix_sim', '--port', '0', '--config', str(config),
+    env = dict(os.environ, PYTHONPATH=SIM_SOURCE)
+    cmd = [sys.executable, '-m', 'delphix_sim', '--port', '0', '--config', str(config),
            '--fault-error-rate', '0.25', '--latency-ms', '5', '--lost-response-rate', '0.1', '--token-expiry-calls', '3',
-           '--down-after', '600', '--down-for', '1', '--post-status', '201']
-    with subprocess.Popen(cmd, cwd=COLLECTION_ROOT, env=env, stdout=subprocess.PIPE, text=True) as proc:
+           '--down-after', '600', '--down-for', '1', '--post-status', '200', '--clock-offset-s', '-90']
+    with subprocess.Popen(cmd, cwd=SIM_SOURCE, env=env, stdout=subprocess.PIPE, text=True) as proc:
         try:
             ready = proc.stdout.readline()
             assert ready.startswith('DELPHIX_SIM READY port=')
@@ -43,10 +44,11 @@ def test_command_line_with_yaml_config_and_fault_flags(tmp_path):
             root = base[:-len('/masking/api')]
             knobs = requests.get(root + '/_sim/faults', timeout=5).json()
             assert (knobs['error_rate'], knobs['latency_ms'], knobs['lost_response_rate']) == (0.25, 5.0, 0.1)
-            assert (knobs['token_expiry_calls'], knobs['down_after'], knobs['post_status']) == (3, 600.0, 201)
+            assert (knobs['token_expiry_calls'], knobs['down_after'], knobs['post_status']) == (3, 600.0, 200)
             requests.put(root + '/_sim/faults', json={'error_rate': None, 'lost_response_rate': None}, timeout=5)
             login = requests.post(base + '/login', json={'username': 'operator', 'password': 'op-secret'}, timeout=5)
-            assert login.status_code == 201
+            assert login.status_code == 200   # --post-status 200 over the spec's 201
+            assert abs(requests.get(root + '/_sim/record', timeout=5).json()['clock_offset_s'] + 90) < 1e-6
             info = requests.get(base + '/system-information', headers={'Authorization': login.json()['Authorization']},
                                 timeout=5).json()
             assert info['totalAllocatedMemoryForJobs'] == 4096
@@ -56,14 +58,14 @@ def test_command_line_with_yaml_config_and_fault_flags(tmp_path):
 
 
 def test_help_and_bad_config_exit_cleanly(tmp_path):
-    env = dict(os.environ, PYTHONPATH=COLLECTION_ROOT)
-    helped = subprocess.run([sys.executable, '-m', 'tests.support.delphix_sim', '--help'], cwd=COLLECTION_ROOT, env=env,
+    env = dict(os.environ, PYTHONPATH=SIM_SOURCE)
+    helped = subprocess.run([sys.executable, '-m', 'delphix_sim', '--help'], cwd=SIM_SOURCE, env=env,
                             stdout=subprocess.PIPE, text=True, timeout=30, check=True)
     assert '--lost-response-rate' in helped.stdout and '--down-for' in helped.stdout
     bad = tmp_path / 'bad.json'
     bad.write_text('{"engine": {"status_set": "ancient"}}')
-    failed = subprocess.run([sys.executable, '-m', 'tests.support.delphix_sim', '--port', '0', '--config', str(bad)],
-                            cwd=COLLECTION_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    failed = subprocess.run([sys.executable, '-m', 'delphix_sim', '--port', '0', '--config', str(bad)],
+                            cwd=SIM_SOURCE, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             timeout=30, check=False)
     assert failed.returncode == 2 and 'status_set' in failed.stderr and 'Traceback' not in failed.stderr
 
@@ -110,7 +112,7 @@ def test_stop_ends_the_process():
 
 def test_example_engines_for_the_demo(sims):
     """The sample configs under examples/ (for make demo and docs) load and serve."""
-    examples = os.path.join(COLLECTION_ROOT, 'tests', 'support', 'delphix_sim', 'examples')
+    examples = os.path.join(SIM_SOURCE, 'delphix_sim', 'examples')
     ids = {}
     for name in ('engine_east.json', 'engine_west.json'):
         with open(os.path.join(examples, name), encoding='utf-8') as handle:
@@ -125,12 +127,12 @@ def test_simulator_exits_when_its_parent_dies(tmp_path):
     config.write_text(json.dumps(seed_config('orphan', [{'name': 'a'}])))
     pid_file = tmp_path / 'child.pid'
     script = ('import subprocess, sys, time\n'
-              'child = subprocess.Popen([sys.executable, "-m", "tests.support.delphix_sim", "--port", "0", "--config", %r,'
+              'child = subprocess.Popen([sys.executable, "-m", "delphix_sim", "--port", "0", "--config", %r,'
               ' "--parent-pid", str(__import__("os").getpid())], stdout=subprocess.PIPE, text=True)\n'
               'child.stdout.readline()\n'
               'open(%r, "w").write(str(child.pid))\n' % (str(config), str(pid_file)))
-    env = dict(os.environ, PYTHONPATH=COLLECTION_ROOT)
-    subprocess.run([sys.executable, '-c', script], cwd=COLLECTION_ROOT, env=env, check=True, timeout=60)
+    env = dict(os.environ, PYTHONPATH=SIM_SOURCE)
+    subprocess.run([sys.executable, '-c', script], cwd=SIM_SOURCE, env=env, check=True, timeout=60)
     child = int(pid_file.read_text())
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and os.path.exists('/proc/%d' % child) and not _zombie(child):

@@ -1,5 +1,6 @@
 """Client decisions with a scripted transport: re-login, safe retries, lost-answer reconcile, errors."""
 import json
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -41,7 +42,6 @@ class Script:
 LOGIN = answer(200, {'Authorization': 'tok'})
 LOST = requests.exceptions.ConnectionError('Connection aborted: RemoteDisconnected')
 REFUSED = requests.exceptions.ConnectionError('NewConnectionError: [Errno 111] Connection refused')
-T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 
 
 def execution(execution_id, status='RUNNING', submit='2026-01-01T12:00:01.000+0000', job_id=7):
@@ -134,28 +134,71 @@ def test_errors_carry_the_engine_message_and_are_not_retried(client, status, err
 
 def test_start_returns_the_execution(client):
     script = Script(client, {('POST', '/login'): [LOGIN], ('POST', '/executions'): [answer(201, execution(9))]})
-    assert client.start_execution(7, not_before=T0).execution_id == 9
+    assert client.start_execution(7, marker=3).execution_id == 9
     assert script.calls[-1][3] == {'jobId': 7}
+    assert script.count('GET', '/executions') == 0   # the caller's marker is used as it is
+
+
+def test_start_takes_the_marker_right_before_the_post(client):
+    script = Script(client, {('POST', '/login'): [LOGIN], ('POST', '/executions'): [LOST],
+                             ('GET', '/executions'): [answer(200, page([execution(3, 'SUCCEEDED')])),
+                                                      answer(200, page([execution(3, 'SUCCEEDED'), execution(9)]))]})
+    assert client.start_execution(7).execution_id == 9
+    assert [call[:2] for call in script.calls] == [('POST', '/login'), ('GET', '/executions'), ('POST', '/executions'),
+                                                   ('GET', '/executions')]
+
+
+def test_execution_marker_is_the_highest_id_over_every_page(client):
+    client.page_size = 2
+    Script(client, {('POST', '/login'): [LOGIN],
+                    ('GET', '/executions'): [answer(200, {'_pageInfo': {'numberOnPage': 2, 'total': 3},
+                                                          'responseList': [execution(4), execution(17)]}),
+                                             answer(200, {'_pageInfo': {'numberOnPage': 1, 'total': 3},
+                                                          'responseList': [execution(9)]})]})
+    assert client.execution_marker(7) == 17
+
+
+def test_execution_marker_of_a_job_that_never_ran_is_zero(client):
+    Script(client, {('POST', '/login'): [LOGIN], ('GET', '/executions'): [answer(200, page([]))]})
+    assert client.execution_marker(7) == 0
 
 
 def test_start_lost_answer_adopts_without_posting_again(client):
     script = Script(client, {('POST', '/login'): [LOGIN], ('POST', '/executions'): [LOST],
-                             ('GET', '/executions'): [answer(200, page([execution(3, 'SUCCEEDED', '2026-01-01T11:00:00.000+0000'),
-                                                                        execution(9, 'SUCCEEDED')]))]})
-    adopted = client.start_execution(7, not_before=T0)
+                             ('GET', '/executions'): [answer(200, page([execution(3, 'SUCCEEDED'), execution(9, 'SUCCEEDED')]))]})
+    adopted = client.start_execution(7, marker=3)
     assert adopted.execution_id == 9
     assert script.count('POST', '/executions') == 1
     assert script.calls[-1][2]['job_id'] == 7
+
+
+@pytest.mark.parametrize('submit', ['2026-01-01T12:00:20.000+0000', '2025-12-31T12:00:00.000+0000'])
+def test_an_execution_at_or_below_the_marker_is_never_adopted_whatever_its_dates(client, submit):
+    # Engine clock ahead (a finished run that reads as newer than our attempt) or behind: dates decide nothing.
+    script = Script(client, {('POST', '/login'): [LOGIN], ('POST', '/executions'): [answer(500, {'errorMessage': 'boom'}),
+                                                                                  answer(201, execution(12))],
+                             ('GET', '/executions'): [answer(200, page([execution(11, 'SUCCEEDED', submit)]))]})
+    assert client.start_execution(7, marker=11).execution_id == 12
+    assert script.count('POST', '/executions') == 2
+
+
+def test_the_lowest_id_above_the_marker_is_ours(client):
+    Script(client, {('POST', '/login'): [LOGIN], ('POST', '/executions'): [LOST],
+                    ('GET', '/executions'): [answer(200, page([execution(15, 'RUNNING', '2020-01-01T00:00:00.000+0000'),
+                                                               execution(12, 'SUCCEEDED', '2030-01-01T00:00:00.000+0000'),
+                                                               execution(10, 'SUCCEEDED')]))]})
+    assert client.start_execution(7, marker=10).execution_id == 12
 
 
 def test_start_lost_answer_with_no_execution_is_never_posted_again(client):
     # No answer: the POST may still be in flight, so "not found yet" proves nothing.
     script = Script(client, {('POST', '/login'): [LOGIN],
                              ('POST', '/executions'): [requests.exceptions.ReadTimeout('read timed out')],
-                             ('GET', '/executions'): [answer(200, page([]))]})
+                             ('GET', '/executions'): [answer(200, page([execution(3, 'SUCCEEDED')]))]})
     with pytest.raises(dx.DelphixUnavailable) as caught:
-        client.start_execution(7, not_before=T0)
-    assert caught.value.outcome_unknown and 'find_execution_since' in str(caught.value)
+        client.start_execution(7, marker=3)
+    assert caught.value.outcome_unknown and not isinstance(caught.value, dx.DelphixNotReached)
+    assert 'find_execution_after(7, 3)' in str(caught.value)
     assert script.count('POST', '/executions') == 1 and script.count('GET', '/executions') == 4
     assert client.sleeps == [0.1, 0.2, 0.4]
 
@@ -163,16 +206,16 @@ def test_start_lost_answer_with_no_execution_is_never_posted_again(client):
 def test_start_lost_answer_adopts_an_execution_that_shows_up_late(client):
     script = Script(client, {('POST', '/login'): [LOGIN], ('POST', '/executions'): [LOST],
                              ('GET', '/executions'): [answer(200, page([])), answer(200, page([execution(13)]))]})
-    assert client.start_execution(7, not_before=T0).execution_id == 13
+    assert client.start_execution(7, marker=0).execution_id == 13
     assert script.count('POST', '/executions') == 1
 
 
 def test_start_5xx_with_no_execution_posts_again(client):
-    # The engine answered: the request is over, so an empty history proves nothing was started.
+    # The engine answered: the request is over, so nothing above the marker proves nothing was started.
     script = Script(client, {('POST', '/login'): [LOGIN],
                              ('POST', '/executions'): [answer(500, {'errorMessage': 'boom'}), answer(200, execution(10))],
                              ('GET', '/executions'): [answer(200, page([]))]})
-    assert client.start_execution(7, not_before=T0).execution_id == 10
+    assert client.start_execution(7, marker=0).execution_id == 10
     assert script.count('POST', '/executions') == 2 and script.count('GET', '/executions') == 1
 
 
@@ -181,37 +224,87 @@ def test_start_5xx_then_409_adopts_the_execution_found_then(client):
                              ('POST', '/executions'): [answer(502, {'errorMessage': 'proxy'}),
                                                        answer(409, {'errorMessage': 'already running'})],
                              ('GET', '/executions'): [answer(200, page([])), answer(200, page([execution(11)]))]})
-    assert client.start_execution(7, not_before=T0).execution_id == 11
+    assert client.start_execution(7, marker=0).execution_id == 11
     assert script.count('POST', '/executions') == 2
 
 
 def test_start_409_is_a_conflict(client):
-    Script(client, {('POST', '/login'): [LOGIN],
-                    ('POST', '/executions'): [answer(409, {'errorMessage': 'Job is already running'})]})
+    script = Script(client, {('POST', '/login'): [LOGIN],
+                             ('POST', '/executions'): [answer(409, {'errorMessage': 'Job is already running'})]})
     with pytest.raises(dx.DelphixConflict) as caught:
-        client.start_execution(7, not_before=T0)
+        client.start_execution(7, marker=4)
     assert caught.value.engine_message == 'Job is already running'
+    assert script.count('GET', '/executions') == 0   # a first attempt's 409: someone else's run, never adopted
+
+
+def test_start_409_after_an_attempt_that_never_left_is_someone_elses(client):
+    script = Script(client, {('POST', '/login'): [LOGIN],
+                             ('POST', '/executions'): [REFUSED, answer(409, {'errorMessage': 'already running'})]})
+    with pytest.raises(dx.DelphixConflict):
+        client.start_execution(7, marker=4)
+    assert script.count('GET', '/executions') == 0
 
 
 def test_start_refused_connection_retries_without_reconcile(client):
     script = Script(client, {('POST', '/login'): [LOGIN],
                              ('POST', '/executions'): [REFUSED, answer(200, execution(12))]})
-    assert client.start_execution(7, not_before=T0).execution_id == 12
+    assert client.start_execution(7, marker=0).execution_id == 12
     assert script.count('GET', '/executions') == 0
+
+
+@pytest.mark.parametrize('failure', [REFUSED, requests.exceptions.ConnectTimeout('connect timeout'),
+                                     requests.exceptions.SSLError('certificate verify failed'),
+                                     requests.exceptions.ConnectionError("NameResolutionError: Failed to resolve 'engine'")])
+def test_a_start_that_never_left_is_not_reached(client, failure):
+    script = Script(client, {('POST', '/login'): [LOGIN], ('POST', '/executions'): [failure]})
+    with pytest.raises(dx.DelphixNotReached) as caught:
+        client.start_execution(7, marker=0)
+    assert caught.value.outcome_unknown is False and 'nothing was started' in str(caught.value)
+    assert script.count('POST', '/executions') == 4   # tried, and retried: sending again is safe
+
+
+def test_a_login_that_fails_before_the_start_is_not_reached(client):
+    script = Script(client, {('POST', '/login'): [answer(503, {'errorMessage': 'starting up'})]})
+    with pytest.raises(dx.DelphixNotReached):
+        client.start_execution(7)
+    assert script.count('POST', '/executions') == 0
+
+
+def test_a_refused_login_before_the_start_is_an_auth_error(client):
+    Script(client, {('POST', '/login'): [answer(401, {'errorMessage': 'Invalid username or password.'})]})
+    with pytest.raises(dx.DelphixAuthError):
+        client.start_execution(7)
+
+
+def test_a_relogin_that_fails_after_a_401_on_the_post_started_nothing(client):
+    script = Script(client, {('POST', '/login'): [LOGIN, REFUSED],
+                             ('POST', '/executions'): [answer(401, {'errorMessage': 'expired'})]})
+    client.retries = 0
+    with pytest.raises(dx.DelphixNotReached):
+        client.start_execution(7, marker=0)
+    assert script.count('POST', '/executions') == 1
 
 
 def test_start_when_reconcile_is_impossible_raises_unavailable(client):
     script = Script(client, {('POST', '/login'): [LOGIN], ('POST', '/executions'): [LOST], ('GET', '/executions'): [LOST]})
     with pytest.raises(dx.DelphixUnavailable) as caught:
-        client.start_execution(7, not_before=T0)
-    assert caught.value.outcome_unknown and 'find_execution_since(7, 2026-01-01T12:00:00+00:00)' in str(caught.value)
+        client.start_execution(7, marker=5)
+    assert caught.value.outcome_unknown and 'find_execution_after(7, 5)' in str(caught.value)
     assert script.count('POST', '/executions') == 1
     assert script.count('GET', '/executions') == 4  # one reconcile with its safe retries, then it gives up
 
 
-def test_start_needs_an_aware_not_before(client):
-    with pytest.raises(ValueError):
-        client.start_execution(7, not_before=datetime(2026, 1, 1))
+def test_the_engine_date_header_measures_skew_for_reporting_only(client):
+    dated = answer(201, execution(9))
+    dated.headers['Date'] = 'Thu, 01 Jan 2026 12:05:00 GMT'
+    real_send = dx.requests.Session.request
+    try:
+        dx.requests.Session.request = lambda *_args, **_kwargs: dated
+        assert client._send('POST', client.base + '/executions', None, {'jobId': 7}) is dated  # pylint: disable=protected-access
+    finally:
+        dx.requests.Session.request = real_send
+    assert client.clock_offset is not None and abs(client.clock_offset - (datetime(2026, 1, 1, 12, 5, tzinfo=timezone.utc).timestamp()
+                                                                         - time.time())) < 5
 
 
 def test_pagination_follows_pages_and_stops_on_out_of_range(client):
@@ -253,11 +346,13 @@ def test_resolve_job_per_environment_and_cached(client):
     assert len(script.calls) == before  # cached
 
 
-def test_cancel_with_expected_status(client):
+def test_cancel_sends_expected_status_and_graceful_in_the_query(client):
     script = Script(client, {('POST', '/login'): [LOGIN],
                              ('POST', '/executions/4/cancel'): [answer(200, execution(4, 'CANCELLED'))]})
     assert client.cancel_execution(4, expected_status='RUNNING').status == 'CANCELLED'
-    assert script.calls[-1][3] == {'expectedStatus': 'RUNNING'}
+    assert script.calls[-1][2:] == ({'expectedStatus': 'RUNNING'}, None)   # query, no body: an engine ignores a body
+    client.cancel_execution(4, expected_status='QUEUED', graceful=True)
+    assert script.calls[-1][2:] == ({'expectedStatus': 'QUEUED', 'graceful': 'true'}, None)
 
 
 def test_cancel_lost_answer_is_settled_by_reading_back(client):
@@ -275,7 +370,18 @@ def test_cancel_of_a_finished_execution_is_a_conflict(client):
 
 
 def test_logout_forgets_the_token(client):
-    Script(client, {('POST', '/login'): [LOGIN], ('PUT', '/logout'): [answer(204)]})
+    script = Script(client, {('POST', '/login'): [LOGIN], ('PUT', '/logout'): [answer(204)]})
+    client.login()
+    client.logout()
+    assert client._token is None  # pylint: disable=protected-access
+    client.logout()   # nothing to end: no call
+    assert script.count('PUT', '/logout') == 1
+
+
+@pytest.mark.parametrize('failure', [answer(401, {'errorMessage': 'Invalid authorization'}), REFUSED,
+                                     answer(500, {'errorMessage': 'boom'})])
+def test_logout_never_raises(client, failure):
+    Script(client, {('POST', '/login'): [LOGIN], ('PUT', '/logout'): [failure]})
     client.login()
     client.logout()
     assert client._token is None  # pylint: disable=protected-access

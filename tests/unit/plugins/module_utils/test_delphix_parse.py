@@ -36,7 +36,7 @@ def test_parse_execution_started_sample():
     execution = dp.parse_execution(raw)
     assert (execution.execution_id, execution.job_id, execution.status) == (896, 677, 'RUNNING')
     assert execution.rows_masked is None and execution.end_time is None and execution.submit_time is None
-    assert execution.reference_time == datetime(2018, 6, 26, 1, 8, 42, 206000, UTC)
+    assert execution.start_time == datetime(2018, 6, 26, 1, 8, 42, 206000, UTC)
     assert not execution.terminal and execution.raw == raw
 
 
@@ -118,35 +118,41 @@ def _run(execution_id, status, submit):
 T0 = datetime(2026, 1, 1, 12, 0, 0, 500700, UTC)
 
 
+def test_marker_is_the_highest_id_or_zero():
+    assert dp.highest_execution_id([_run(4, 'SUCCEEDED', T0), _run(17, 'FAILED', None), _run(9, 'RUNNING', T0)]) == 17
+    assert dp.highest_execution_id([]) == 0
+
+
 def test_adoption_takes_ours_even_if_already_finished():
     older = _run(1, 'SUCCEEDED', T0 - timedelta(seconds=30))
-    ours = _run(2, 'SUCCEEDED', T0 + timedelta(milliseconds=20))
-    assert dp.choose_adoption([older, ours], T0) == ours
+    ours = _run(2, 'SUCCEEDED', T0 - timedelta(seconds=30))   # an engine clock 30 s behind: dates do not matter
+    assert dp.choose_after_marker([older, ours], 1) == ours
 
 
-def test_adoption_never_takes_a_terminal_older_run():
-    finished = _run(1, 'SUCCEEDED', T0 - timedelta(seconds=1))
-    assert dp.choose_adoption([finished], T0, skew=timedelta(seconds=5)) is None
+@pytest.mark.parametrize('offset', [-300, -30, 0, 30, 300])
+def test_adoption_never_takes_a_run_at_or_below_the_marker_whatever_the_clocks(offset):
+    finished = _run(11, 'SUCCEEDED', T0 + timedelta(seconds=offset))
+    active = _run(10, 'RUNNING', T0 + timedelta(seconds=offset))
+    assert dp.choose_after_marker([finished, active], 11) is None
 
 
-def test_adoption_takes_an_active_run_within_clock_skew():
-    active = _run(1, 'RUNNING', T0 - timedelta(seconds=1))
-    assert dp.choose_adoption([active], T0, skew=timedelta(seconds=5)) == active
-    assert dp.choose_adoption([active], T0, skew=timedelta(0)) is None
+def test_adoption_prefers_the_lowest_id_above_the_marker():
+    runs = [_run(15, 'RUNNING', T0 - timedelta(days=1)), _run(12, 'QUEUED', T0 + timedelta(days=1)),
+            dp.Execution(execution_id=13, job_id=7, status='RUNNING'), _run(3, 'SUCCEEDED', T0)]
+    assert dp.choose_after_marker(runs, 3).execution_id == 12
+    assert dp.choose_after_marker([], 0) is None
 
 
-def test_adoption_compares_at_millisecond_resolution():
-    # The engine truncates to ms: a start in the same millisecond as the attempt is ours.
-    same_ms = _run(1, 'SUCCEEDED', T0.replace(microsecond=500000))
-    assert dp.choose_adoption([same_ms], T0) == same_ms
+@pytest.mark.parametrize('header, engine_ahead', [('Thu, 01 Jan 2026 12:05:00 GMT', 300.0),
+                                                  ('Thu, 01 Jan 2026 11:59:30 GMT', -30.0)])
+def test_clock_offset_from_the_date_header(header, engine_ahead):
+    ours = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC).timestamp()
+    assert dp.clock_offset(header, ours - 0.1, ours + 0.1) == pytest.approx(engine_ahead)
 
 
-def test_adoption_prefers_the_earliest_and_skips_undated():
-    first = _run(5, 'RUNNING', T0 + timedelta(seconds=1))
-    second = _run(6, 'QUEUED', T0 + timedelta(seconds=2))
-    undated = dp.Execution(execution_id=9, job_id=7, status='RUNNING')
-    assert dp.choose_adoption([second, undated, first], T0) == first
-    assert dp.choose_adoption([], T0) is None
+@pytest.mark.parametrize('header', [None, '', 'yesterday', 'Thu, 99 Foo 2026'])
+def test_clock_offset_of_a_missing_or_bad_header_is_none(header):
+    assert dp.clock_offset(header, 0.0, 1.0) is None
 
 
 JOBS = {'dev': [{'maskingJobId': 11, 'jobName': 'mask_a'}, {'maskingJobId': 12, 'jobName': 'mask_b'}],

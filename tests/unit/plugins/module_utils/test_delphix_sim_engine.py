@@ -1,9 +1,10 @@
 """The simulator's engine model with a fake clock: capacity, memory, progress, cancel, tokens, record."""
 import pytest
 
-from tests.support.delphix_sim.config import ConfigError, normalize, seed_config
-from tests.support.delphix_sim.engine import Engine, EngineError
-from tests.support.delphix_sim.faults import FaultError, Faults
+from tests.support.delphix_sim import SIM_SOURCE  # noqa: F401  # pylint: disable=unused-import  # tools/delphix_sim on sys.path
+from delphix_sim.config import ConfigError, normalize, seed_config  # noqa: E402  # pylint: disable=wrong-import-position
+from delphix_sim.engine import FILTER_STATUSES, Engine, EngineError  # noqa: E402  # pylint: disable=wrong-import-position
+from delphix_sim.faults import FaultError, Faults  # noqa: E402  # pylint: disable=wrong-import-position
 
 
 class Clock:
@@ -169,3 +170,43 @@ def test_down_window():
     assert faults.is_down()
     clock.now += 2.0
     assert not faults.is_down()
+
+
+def test_the_engine_keeps_its_own_clock():
+    engine, clock, ids = make([{'name': 'a', 'duration': 2}], clock_offset_s=-300)
+    run = engine.start({'jobId': ids['a@env']})
+    assert run.submit == run.start == clock.now - 300 == engine.now()
+    clock.now += 2.0
+    engine.advance()
+    assert run.end == clock.now - 300 and run.status == 'SUCCEEDED'
+    assert engine.record()['clock_offset_s'] == -300.0
+
+
+def test_execution_ids_only_grow_across_jobs_cancels_and_conflicts():
+    engine, clock, ids = make([{'name': 'a', 'duration': 1}, {'name': 'b', 'duration': 1}], slots=1)
+    seen = [engine.start({'jobId': ids['a@env']}).id, engine.start({'jobId': ids['b@env']}).id]
+    with pytest.raises(EngineError):
+        engine.start({'jobId': ids['a@env']})   # 409: no id used up or reused
+    engine.cancel(seen[1])
+    clock.now += 5
+    seen.append(engine.start({'jobId': ids['b@env']}).id)
+    assert seen == sorted(seen) and len(set(seen)) == 3
+
+
+def test_the_status_filter_has_no_warning_as_on_a_real_engine():
+    assert 'WARNING' not in FILTER_STATUSES and 'WAITING' in FILTER_STATUSES
+
+
+def test_events_carry_timestamp_with_a_capital_s():
+    engine, clock, ids = make([{'name': 'w', 'duration': 1, 'outcome': 'WARNING'}])
+    run = engine.start({'jobId': ids['w@env']})
+    clock.now += 2
+    engine.advance()
+    [event] = engine.events(run)
+    assert event['timeStamp'] == run.end and 'timestamp' not in event
+
+
+def test_posts_answer_201_by_default():
+    assert normalize(seed_config('eng', []))['engine']['post_status'] == 201
+    with pytest.raises(ConfigError):
+        normalize(seed_config('eng', [], clock_offset_s='soon'))

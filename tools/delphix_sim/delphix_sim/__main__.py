@@ -1,4 +1,4 @@
-"""python -m tests.support.delphix_sim --port P --config FILE [fault knobs]: run one simulated engine.
+"""python -m delphix_sim --port P --config FILE [fault knobs]: run one simulated engine.
 
 Prints one line `DELPHIX_SIM READY port=<port> url=<base url>` on stdout once it listens.
 """
@@ -14,7 +14,7 @@ from .server import make_server
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog='python -m tests.support.delphix_sim', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='python -m delphix_sim', description=__doc__.splitlines()[0])
     parser.add_argument('--config', required=True, help='engine config file (JSON or YAML)')
     parser.add_argument('--host', default='127.0.0.1')
     parser.add_argument('--port', type=int, default=8282, help='0 picks a free port')
@@ -34,6 +34,8 @@ def parse_args(argv=None):
     parser.add_argument('--fault-budget', type=int, dest='budget')
     parser.add_argument('--fault-seed', type=int, dest='seed')
     parser.add_argument('--post-status', type=int, choices=(200, 201), dest='post_status')
+    parser.add_argument('--clock-offset-s', type=float, dest='clock_offset_s',
+                        help="the engine's clock in seconds ahead (+) or behind (-) this host's (overrides the config)")
     return parser.parse_args(argv)
 
 
@@ -64,6 +66,8 @@ def main(argv=None):
     except (OSError, ValueError) as exc:  # ConfigError is a ValueError, as are JSON errors
         sys.stderr.write('delphix_sim: bad config %s: %s\n' % (args.config, exc))
         return 2
+    if args.clock_offset_s is not None:
+        config['engine']['clock_offset_s'] = args.clock_offset_s
     faults = {name: getattr(args, name) for name in FAULT_ARGS if getattr(args, name) is not None}
     server, _app = make_server(config, args.host, args.port, faults, args.threads)
     if args.parent_pid:

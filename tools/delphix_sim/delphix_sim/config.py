@@ -21,7 +21,8 @@ ENGINE_DEFAULTS = {
     'total_available_cores': 8,
     'max_memory_for_jobs': None,    # MB; None = no memory budget
     'token_timeout_s': 900.0,       # API_AUTHORIZATION_TIMEOUT
-    'post_status': 200,             # [I] 200 or 201 for POST /login and POST /executions
+    'post_status': 201,             # [V] the spec's 201 for POST /login and POST /executions (200 selectable)
+    'clock_offset_s': 0.0,          # the engine's own clock: seconds ahead (+) or behind (-) the host's
     'double_start': 'conflict',     # [I] 'conflict' (409) or 'allow' (second execution is accepted)
     'status_set': 'newest',         # 'older' | 'later' | 'newest': which status values the API generation knows
     'queued_status': 'QUEUED',      # [I] the newest enum also names WAITING
@@ -86,6 +87,10 @@ def normalize(data):
         raise ConfigError("engine.double_start must be 'conflict' or 'allow'")
     if int(engine['post_status']) not in (200, 201):
         raise ConfigError('engine.post_status must be 200 or 201')
+    try:
+        engine['clock_offset_s'] = float(engine['clock_offset_s'] or 0.0)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError('engine.clock_offset_s must be a number of seconds') from exc
     if engine['job_id_base'] is None:
         engine['job_id_base'] = _id_base(engine['name'], 'job')
     if engine['execution_id_base'] is None:

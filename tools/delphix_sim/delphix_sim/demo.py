@@ -1,14 +1,16 @@
-"""The lab `make demo` (playbooks/demo.yml) and the demo test run in: everything on loopback.
+"""The lab of orchestra.fleet's demo playbook (playbooks/demo.yml, `make demo`): everything on loopback.
 
-    python -m tests.support.demo_lab up --dir DIR      # start, print the lab as JSON, return
-    python -m tests.support.demo_lab record --dir DIR  # what each simulated engine saw, as JSON
-    python -m tests.support.demo_lab down --dir DIR    # stop everything `up` started, remove DIR's state
+    python -m delphix_sim.demo up --dir DIR [--agent-source DIR]  # start, print the lab as JSON, return
+    python -m delphix_sim.demo record --dir DIR                   # what each simulated engine saw, as JSON
+    python -m delphix_sim.demo down --dir DIR                     # stop everything `up` started, remove DIR's state
 
 `up` starts a supervisor process (`serve`) in its own session that owns two simulated Delphix
-masking engines and a local orchestra agent, writes DIR/lab.json once all of them answer, and
-returns. The supervisor stops its children on SIGTERM (`down`) and by itself after --max-seconds,
-so a demo that dies half way never leaves processes behind for long. `down` kills only the pids
-the lab recorded, and only while their command line is still the lab's.
+masking engines and, given the agent's source (the collection's roles/agent/files/agent), a local
+orchestra agent; it writes DIR/lab.json once all of them answer, and returns. The supervisor stops its
+children on SIGTERM (`down`) and by itself after --max-seconds, so a demo that dies half way never
+leaves processes behind for long. `down` kills only the pids the lab recorded, and only while their
+command line is still the lab's. The agent reports what the host's Docker engine says (or "unknown"
+without one); the lab never starts a Docker engine itself.
 """
 import argparse
 import json
@@ -16,17 +18,17 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
 import urllib.request
 
-from tests.support.delphix_sim.launcher import seed_config, start_simulator
-from tests.support.lab import docker_engine
-from tests.support.lab.paths import lab_dir
-from tests.support.lab.processes import cmdline
+from .launcher import PACKAGE_PARENT, seed_config, start_simulator
 
-COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MARK = 'delphix_sim.demo'   # in the supervisor's command line: `down` signals only a process that still shows it
 LAB_FILE = 'lab.json'
 PID_FILE = 'supervisor.pid'
 LOG_FILE = 'lab.log'
@@ -49,7 +51,16 @@ SIM_USER = {'username': 'admin', 'password': 'Admin-12'}   # the simulator's log
 
 
 def default_dir():
-    return lab_dir('demo')
+    return os.environ.get('ORCHESTRA_DEMO_DIR') or os.path.join(tempfile.gettempdir(), 'orchestra-demo-%d' % os.getuid())
+
+
+def cmdline(pid):
+    """A process's command line ('' once it is gone), to tell our process from another that reused its pid."""
+    try:
+        with open('/proc/%d/cmdline' % pid, 'rb') as handle:
+            return handle.read().replace(b'\0', b' ').decode('utf-8', 'replace')
+    except OSError:
+        return ''
 
 
 def _write_json(path, data, mode=0o600):
@@ -62,7 +73,7 @@ def _write_json(path, data, mode=0o600):
 
 def inventory_text(agent):
     """The fleet inventory file for the local agent (orchestra.fleet.fleet plugin)."""
-    lines = ['# Written by tests/support/demo_lab.py for the demo: the local agent on loopback.',
+    lines = ['# Written by delphix_sim.demo for the orchestra.fleet demo: the local agent on loopback.',
              'plugin: orchestra.fleet.fleet',
              'hosts:',
              '  - 127.0.0.1',
@@ -81,26 +92,50 @@ def _log(line):
     sys.stdout.flush()
 
 
-def start_docker_if_absent():
-    """Start the lab's dockerd when none answers, so the agent reports a real state; True if we started it.
+class Agent:
+    """The collection's own agent (python -m orchestra_agent from its source folder) on a loopback port."""
 
-    Without an engine the agent would honestly say "unknown" for the whole demo. An engine that
-    already runs (someone else's) is used as it is and never stopped by the demo.
-    """
-    if docker_engine.engine_answers() or os.geteuid() != 0 or shutil.which('dockerd') is None:
-        return False
-    try:
-        docker_engine.ensure_engine()
-    except RuntimeError as error:
-        _log('no Docker engine for the agent: %s' % error)
-        return False
-    _log('started a Docker engine for the agent (stopped again at the end)')
-    return True
+    def __init__(self, source, state_dir, token, timeout=30.0):
+        with socket.socket() as probe:
+            probe.bind(('127.0.0.1', 0))
+            self.port = probe.getsockname()[1]
+        self.url = 'http://127.0.0.1:%d' % self.port
+        os.makedirs(state_dir, exist_ok=True)
+        env = dict(os.environ, PYTHONPATH=source, PYTHONDONTWRITEBYTECODE='1', ORCHESTRA_AGENT_TOKEN=token)
+        log = open(state_dir.rstrip(os.sep) + '.log', 'ab')  # pylint: disable=consider-using-with  # the child keeps it
+        try:
+            self.proc = subprocess.Popen(  # pylint: disable=consider-using-with  # stopped by stop()
+                [sys.executable, '-m', 'orchestra_agent', '--listen', '127.0.0.1', '--port', str(self.port),
+                 '--state-dir', state_dir, '--label', 'orchestra.demo'],
+                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        finally:
+            log.close()
+        self.pid = self.proc.pid
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                request = urllib.request.Request(self.url + '/v1/health', headers={'Authorization': 'Bearer ' + token})
+                with urllib.request.urlopen(request, timeout=1) as answer:  # nosec: our loopback agent
+                    if answer.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError('the agent did not answer on %s (see %s.log)' % (self.url, state_dir.rstrip(os.sep)))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
 
 
-def serve(directory, max_seconds):
+def serve(directory, max_seconds, agent_source=None):
     """Own the lab's processes until SIGTERM or max_seconds; always stop them on the way out."""
-    sims, agent, own_docker = [], None, False
+    sims, agent = [], None
     stopping = {'now': False}
 
     def on_signal(_signum, _frame):
@@ -117,16 +152,16 @@ def serve(directory, max_seconds):
                             'jobs': [job['name'] for job in DEMO_JOBS]})
             _log('started simulated engine %s pid=%d url=%s' % (name, sim.pid, sim.url))
         agent_info, agent_note = None, None
-        own_docker = start_docker_if_absent()
-        try:
-            from tests.support.agent_proc import start_agent  # pylint: disable=import-outside-toplevel
-            token = secrets.token_hex(16)
-            agent = start_agent(listen='127.0.0.1', state_dir=os.path.join(directory, 'agent-state'),
-                                labels=('orchestra.demo',), token=token)
-            agent_info = {'url': agent.url, 'port': agent.port, 'pid': agent.pid, 'token': token}
-            _log('started agent pid=%s url=%s' % (agent.pid, agent.url))
-        except Exception as error:  # pylint: disable=broad-except  # the demo shows the rest without an agent
-            agent_note = 'the local agent did not start: %s' % str(error).splitlines()[0][:300]
+        if not agent_source or not os.path.isdir(os.path.join(agent_source, 'orchestra_agent')):
+            agent_note = 'no agent source given (--agent-source: the collection\'s roles/agent/files/agent)'
+        else:
+            try:
+                token = secrets.token_hex(16)
+                agent = Agent(agent_source, os.path.join(directory, 'agent-state'), token)
+                agent_info = {'url': agent.url, 'port': agent.port, 'pid': agent.pid, 'token': token}
+                _log('started agent pid=%s url=%s' % (agent.pid, agent.url))
+            except Exception as error:  # pylint: disable=broad-except  # the demo shows the rest without an agent
+                agent_note = 'the local agent did not start: %s' % str(error).splitlines()[0][:300]
         inventory = None
         if agent_info:
             inventory = os.path.join(directory, INVENTORY_FILE)
@@ -146,8 +181,6 @@ def serve(directory, max_seconds):
             agent.stop()
         for sim in sims:
             sim.stop()
-        if own_docker:
-            docker_engine.stop_engine()
         _log('stopped the lab (supervisor pid=%d)' % os.getpid())
         try:
             os.unlink(os.path.join(directory, LAB_FILE))
@@ -206,9 +239,9 @@ def down(directory):
     children = [e.get('pid') for e in lab.get('engines') or []] + [(lab.get('agent') or {}).get('pid')]
     children = [child for child in children if child]
     if pid:
-        _kill_if_ours(pid, 'demo_lab', signal.SIGTERM)
+        _kill_if_ours(pid, MARK, signal.SIGTERM)
         if not _wait_gone([pid], 20):
-            _kill_if_ours(pid, 'demo_lab', signal.SIGKILL)
+            _kill_if_ours(pid, MARK, signal.SIGKILL)
     for child in children:   # the supervisor normally stopped them; this is for a supervisor that was killed
         _kill_if_ours(child, 'delphix_sim', signal.SIGKILL)
         _kill_if_ours(child, 'orchestra_agent', signal.SIGKILL)
@@ -219,7 +252,7 @@ def down(directory):
         except OSError:
             pass
     shutil.rmtree(os.path.join(directory, 'agent-state'), ignore_errors=True)
-    for name in ('agent-state.log', 'agent-state.config.json'):
+    for name in ('agent-state.log',):
         try:
             os.unlink(os.path.join(directory, name))
         except OSError:
@@ -227,17 +260,18 @@ def down(directory):
     return {'stopped': [p for p in [pid] + children if p], 'dir': directory}
 
 
-def up(directory, max_seconds, timeout=60.0):
+def up(directory, max_seconds, agent_source=None, timeout=60.0):
     """Start the supervisor and return the lab once every part answers."""
     os.makedirs(directory, exist_ok=True)
     down(directory)   # a lab left over from an interrupted run
     env = dict(os.environ)
-    env['PYTHONPATH'] = COLLECTION_ROOT + (os.pathsep + env['PYTHONPATH'] if env.get('PYTHONPATH') else '')
+    env['PYTHONPATH'] = PACKAGE_PARENT + (os.pathsep + env['PYTHONPATH'] if env.get('PYTHONPATH') else '')
+    extra = ['--agent-source', os.path.abspath(agent_source)] if agent_source else []
     log = open(os.path.join(directory, LOG_FILE), 'ab')  # pylint: disable=consider-using-with  # the child keeps it
     try:
         proc = subprocess.Popen(  # pylint: disable=consider-using-with  # outlives this command on purpose
-            [sys.executable, '-m', 'tests.support.demo_lab', 'serve', '--dir', directory, '--max-seconds', str(max_seconds)],
-            cwd=COLLECTION_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+            [sys.executable, '-m', MARK, 'serve', '--dir', directory, '--max-seconds', str(max_seconds)] + extra,
+            cwd=PACKAGE_PARENT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     finally:
         log.close()
     with open(os.path.join(directory, PID_FILE), 'w', encoding='utf-8') as handle:
@@ -273,17 +307,18 @@ def record(directory):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='python -m tests.support.demo_lab', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='python -m delphix_sim.demo', description=__doc__.splitlines()[0])
     parser.add_argument('action', choices=('up', 'down', 'record', 'serve'))
-    parser.add_argument('--dir', default=None, help='state directory (default build/lab/demo)')
+    parser.add_argument('--dir', default=None, help='state directory (default $ORCHESTRA_DEMO_DIR, else a per-user temp dir)')
+    parser.add_argument('--agent-source', default=None, help="the orchestra agent's source folder (roles/agent/files/agent)")
     parser.add_argument('--max-seconds', type=float, default=600.0, help='the lab stops by itself after this long')
     args = parser.parse_args(argv)
     directory = os.path.abspath(args.dir or default_dir())
     if args.action == 'serve':
-        serve(directory, args.max_seconds)
+        serve(directory, args.max_seconds, args.agent_source)
         return 0
     if args.action == 'up':
-        result = up(directory, args.max_seconds)
+        result = up(directory, args.max_seconds, args.agent_source)
     elif args.action == 'down':
         result = down(directory)
     else:

@@ -1,8 +1,10 @@
 """The engine model: catalogue, executions, capacity, tokens, and the execution record.
 
-Thread-safe (one lock). Engine time is wall-clock time: state is advanced lazily to "now" on every
-access by replaying the events (run ends, queue admissions) in time order, so durations of a few
-milliseconds are exact and the record of concurrency is exact too.
+Thread-safe (one lock). Engine time is the engine's own clock: the host's wall clock plus
+`clock_offset_s` (a real engine's clock is never the controller's), used for submitTime, startTime,
+endTime, event timeStamps and the Date header. State is advanced lazily to "now" on every access by
+replaying the events (run ends, queue admissions) in time order, so durations of a few milliseconds
+are exact and the record of concurrency is exact too. Execution ids only grow.
 """
 import itertools
 import secrets
@@ -11,7 +13,8 @@ import time
 
 NON_TERMINAL = ('QUEUED', 'RUNNING')
 TERMINAL = ('SUCCEEDED', 'WARNING', 'FAILED', 'CANCELLED')
-FILTER_STATUSES = ('QUEUED', 'RUNNING', 'WAITING', 'SUCCEEDED', 'WARNING', 'FAILED', 'CANCELLED')
+# [V] API 5.1.47's execution_status filter: no WARNING (a filter by WARNING is a 400 on a real engine)
+FILTER_STATUSES = ('CANCELLED', 'FAILED', 'QUEUED', 'RUNNING', 'SUCCEEDED', 'WAITING')
 EXPIRED = 'Provided Authentication has expired. Please log in again.'
 INVALID = 'Invalid authorization, check to make sure it has not expired.'
 
@@ -57,9 +60,10 @@ class Run:
 class Engine:
     def __init__(self, config, clock=time.time):
         self.lock = threading.RLock()
-        self._clock = clock
         self.config = config
         self.settings = config['engine']
+        offset = float(self.settings.get('clock_offset_s') or 0.0)
+        self._clock = (lambda: clock() + offset) if offset else clock
         self.users = {u['username']: u['password'] for u in config['users']}
         self._build_catalogue(config['applications'])
         self._runs = {}
@@ -133,6 +137,10 @@ class Engine:
                 raise EngineError(401, INVALID)
 
     # ---- time ------------------------------------------------------------------------------
+    def now(self):
+        """The engine's clock (epoch seconds), offset from the host's as configured."""
+        return self._clock()
+
     def advance(self):
         """Replay run ends and admissions up to now."""
         with self.lock:
@@ -267,11 +275,11 @@ class Engine:
             return [{'executionEventId': run.id * 10 + 1, 'executionId': run.id, 'eventType': 'UNMASKED_DATA',
                      'severity': 'WARNING', 'cause': 'Non-conforming data left unmasked',
                      'exceptionDetail': '3 values in column CUSTOMER.EMAIL did not conform to the domain', 'count': 3,
-                     'timestamp': run.end}]
+                     'timeStamp': run.end}]
         if run.status == 'FAILED':
             return [{'executionEventId': run.id * 10 + 1, 'executionId': run.id, 'eventType': 'JOB_FAILURE',
                      'severity': 'ERROR', 'cause': 'Simulated job failure',
-                     'exceptionDetail': 'ORA-01017: invalid username/password; logon denied', 'timestamp': run.end}]
+                     'exceptionDetail': 'ORA-01017: invalid username/password; logon denied', 'timeStamp': run.end}]
         return []
 
     # ---- the record ------------------------------------------------------------------------
@@ -286,7 +294,8 @@ class Engine:
                                    'ended': run.end, 'maxMemory': run.memory})
                 per_job.setdefault(str(run.job.id), []).append(run.id)
                 per_job_name.setdefault(run.job.name, []).append(run.id)
-            return {'engine': self.settings['name'], 'slots': self.slots(),
+            return {'engine': self.settings['name'], 'slots': self.slots(), 'now': self._clock(),
+                    'clock_offset_s': float(self.settings.get('clock_offset_s') or 0.0),
                     'memory_budget': self.settings['max_memory_for_jobs'], 'executions': executions,
                     'per_job': per_job, 'per_job_name': per_job_name, 'running': len(self._running), 'queued': len(self._queue),
                     'max_concurrency': self.stats['max_concurrency'],

@@ -81,7 +81,7 @@ class App:
         except Drop as drop:
             environ['sim.drop'][0] = drop.hold
             status, body = 500, {'errorMessage': 'dropped'}
-        headers = [('Date', formatdate(usegmt=True))]
+        headers = [('Date', formatdate(self.engine.now(), usegmt=True))]   # the engine's clock, not ours
         if status == 204 or body is None:
             start_response('%d %s' % (status, REASONS.get(status, '')), headers + [('Content-Length', '0')])
             return [b'']
@@ -272,9 +272,14 @@ class App:
         return 200, self.render(self.engine.get(execution_id))
 
     def cancel(self, environ, execution_id):
-        expected = self.body(environ).get('expectedStatus')
+        # [V] expectedStatus and graceful are QUERY parameters; a guard sent in the body is ignored, as on a real engine.
+        self.body(environ)   # read (malformed JSON is still a 400) and dropped
+        params = self.query(environ)
+        expected = params.get('expectedStatus')
         if expected is not None and expected not in ('QUEUED', 'RUNNING'):
             raise EngineError(400, 'expectedStatus must be QUEUED or RUNNING.')
+        if params.get('graceful') not in (None, 'true', 'false'):
+            raise EngineError(400, 'Invalid value for graceful: %s' % params['graceful'][:50])
         if self.engine.settings['status_set'] == 'older':
             raise EngineError(404, 'Not found: /executions/%d/cancel' % execution_id)
         return 200, self.render(self.engine.cancel(execution_id, expected))
@@ -297,7 +302,7 @@ class App:
 
     def events(self, environ):
         run = self._run_param(environ)
-        events = [compact(dict(event, timestamp=self.date(event.get('timestamp')))) for event in self.engine.events(run)]
+        events = [compact(dict(event, timeStamp=self.date(event.get('timeStamp')))) for event in self.engine.events(run)]
         return self.page(environ, events)
 
     def system_information(self, _environ):
