@@ -176,6 +176,15 @@ def _listening_logged(log_path, offset):
     return False
 
 
+def self_signed_pair(directory, name='agent'):
+    """A self-signed EC certificate for 127.0.0.1 and its key, written to directory; returns (cert, key)."""
+    cert, key = os.path.join(directory, name + '.crt'), os.path.join(directory, name + '.key')
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+                    '-subj', '/CN=orchestra-agent-test', '-days', '2', '-addext', 'subjectAltName=IP:127.0.0.1',
+                    '-keyout', key, '-out', cert], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return cert, key
+
+
 def agent_env(env=None, token=None):
     merged = dict(os.environ if env is None else env)
     merged['PYTHONPATH'] = AGENT_SOURCE + (os.pathsep + merged['PYTHONPATH'] if merged.get('PYTHONPATH') else '')

@@ -19,7 +19,8 @@ TEXT_TYPE = 'text/plain; charset=utf-8'
 CLAIM_PATH = re.compile(r'^/v1/claims/([^/]+)$')
 STATUS_TEXT = {200: 'OK', 201: 'Created', 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden',
                404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict', 411: 'Length Required',
-               413: 'Payload Too Large', 500: 'Internal Server Error', 503: 'Service Unavailable'}
+               408: 'Request Timeout', 413: 'Payload Too Large', 415: 'Unsupported Media Type',
+               431: 'Request Header Fields Too Large', 500: 'Internal Server Error', 503: 'Service Unavailable'}
 OPENAPI_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'openapi.yaml')
 
 
@@ -38,6 +39,14 @@ def error(status, code, message, headers=(), **extra):
     data = {'error': code, 'message': message}
     data.update(extra)
     return json_response(status, data, headers)
+
+
+def error_answer(status, code, message):
+    """(status, reason, headers, body) of an error document, for answers the server gives itself."""
+    response = error(status, code, message)
+    headers = [('Content-Type', response.content_type), ('Content-Length', str(len(response.body))),
+               ('Cache-Control', 'no-store')]
+    return status, STATUS_TEXT.get(status, 'Error'), headers, response.body
 
 
 def text(lines):
