@@ -33,8 +33,7 @@ def test_nonzero_exit_is_a_failed_workflow_until_acknowledged(agent, workloads, 
     assert [(item['name'], item['status'], item['exit_code']) for item in workflows] == [(container.name, 'failed', 3)]
     # Acknowledging needs the token.
     assert requests.post(agent.url + '/v1/failures/ack', json={}, timeout=5).status_code == 401
-    response = requests.post(agent.url + '/v1/failures/ack', json={'containers': [container.name]},
-                             headers=agent.auth_headers(), timeout=5)
+    response = agent.request('POST', '/v1/failures/ack', {'containers': [container.name]})
     assert (response.status_code, response.json()) == (200, {'acknowledged': [container.id]})
     assert agent.state()['state'] == 'lazy'
     # The acknowledgement is persisted: a restarted agent does not bring the failure back.
