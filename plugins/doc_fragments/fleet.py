@@ -2,12 +2,8 @@
 # Copyright (c) orchestra.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
 
-__metaclass__ = type
-
-
-class ModuleDocFragment(object):
+class ModuleDocFragment:
 
     # Agent connection options of the inventory plugin and the lookup (env fallbacks for AWX credentials).
     DOCUMENTATION = r'''
@@ -38,11 +34,33 @@ options:
       - name: ORCHESTRA_FLEET_CA_PATH
   token:
     description:
-      - Bearer token of the agents. Only needed when the agents protect reads (C(auth_reads)) or for claims.
+      - The agents' token. It is never sent: mutations (and reads, with O(auth_reads)) are signed with it
+        (HMAC-SHA256 over the request and a single-use nonce the agent issues), so a host that answers on the
+        agent port learns nothing it can reuse. Probes send no credential.
+      - When unset, O(token_file) is read; when that is unset too, the file the P(orchestra.fleet.agent#role) role
+        provisions, C(~/.config/orchestra-fleet/agent-token), if it exists.
       - Prefer the environment variable (an AWX credential can inject it) over writing it into a file.
     type: str
     env:
       - name: ORCHESTRA_FLEET_TOKEN
+      - name: ORCHESTRA_AGENT_TOKEN
+  token_file:
+    description:
+      - File on the controller holding the agents' token (used when O(token) is unset). An unreadable or empty file
+        is an error.
+      - Unset, C(~/.config/orchestra-fleet/agent-token) is used when it exists (where the agent role keeps the
+        token it provisions).
+    type: path
+    env:
+      - name: ORCHESTRA_FLEET_TOKEN_FILE
+  auth_reads:
+    description:
+      - Sign reads too. Needed when the agents run with C(auth_reads) (the role's C(orchestra_agent_auth_reads));
+        each signed read costs one more round trip (the nonce).
+    type: bool
+    default: false
+    env:
+      - name: ORCHESTRA_FLEET_AUTH_READS
   timeout:
     description:
       - Hard deadline, in seconds, for one agent's whole answer. A host that accepts the connection and then
@@ -145,8 +163,19 @@ options:
     description: CA bundle (PEM) for the agents' certificates; falls back to E(ORCHESTRA_FLEET_CA_PATH).
     type: path
   token:
-    description: Bearer token of the agents (claims are mutations and need it); falls back to E(ORCHESTRA_FLEET_TOKEN).
+    description:
+      - The agents' token, used to sign claims (mutations); it is never sent itself.
+      - Falls back to E(ORCHESTRA_FLEET_TOKEN), E(ORCHESTRA_AGENT_TOKEN), then O(token_file).
     type: str
+  token_file:
+    description:
+      - File holding the agents' token, used when O(token) is unset; falls back to E(ORCHESTRA_FLEET_TOKEN_FILE),
+        then C(~/.config/orchestra-fleet/agent-token) when that exists (the file the agent role provisions).
+    type: path
+  auth_reads:
+    description: Sign reads too (for agents that run with C(auth_reads)).
+    type: bool
+    default: false
   timeout:
     description: Deadline in seconds for one agent's answer.
     type: float

@@ -7,14 +7,18 @@ Used by the inventory plugin, the lookup and the claim module. Every call has a
 bounded connect timeout and a deadline for the whole answer, reads at most
 MAX_BODY_BYTES, and turns every failure into an AgentError subclass whose
 message says what the agent (or the thing pretending to be one) did.
+
+The token never leaves the controller: a mutation (and a read, with auth_reads)
+is signed with HMAC-SHA256 over the method, the path, the agent's id, a nonce the
+agent issued for it (single use) and the body's digest, so whatever answers on the
+agent port learns nothing it can reuse. Probes send no credential at all.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
+import hashlib
+import hmac
 import http.client
 import json
+import os
 import socket
 import ssl
 import threading
@@ -36,13 +40,20 @@ except ImportError as exc:  # pragma: no cover - exercised only without requests
 DEFAULT_PORT = 9009
 MAX_BODY_BYTES = 1024 * 1024
 AGENT_STATES = ('unknown', 'failed', 'busy', 'claimed', 'lazy')
+# Where the orchestra.fleet.agent role keeps the token it provisions (on the controller).
+DEFAULT_TOKEN_FILE = '~/.config/orchestra-fleet/agent-token'
+SIGNING_SCHEME = 'orchestra-hmac-sha256-v1'
+NONCE_PATH = '/v1/nonce'
+# Reads the agent answers without a signature even with auth_reads.
+OPEN_READS = ('/v1/health', '/healthy', NONCE_PATH)
+MUTATIONS = ('POST', 'PUT', 'PATCH', 'DELETE')
 
 
 class AgentError(Exception):
     """Any failure talking to an agent; str() is a one-line human reason."""
 
     def __init__(self, message, url=None, status=None, code=None, body=None):
-        super(AgentError, self).__init__(message)
+        super().__init__(message)
         self.message = message
         self.url = url
         self.status = status
@@ -76,6 +87,69 @@ class AgentNotFound(AgentHTTPError):
 
 class AgentConflict(AgentHTTPError):
     """409: host busy, already claimed, failed, docker down, or stale fencing."""
+
+
+class TokenFileError(ValueError):
+    """The token file named (or the default one, when it exists) cannot be read or is empty."""
+
+
+def read_token_file(path):
+    path = os.path.expanduser(path)
+    try:
+        with open(path, encoding='utf-8') as handle:
+            token = handle.read().strip()
+    except OSError as exc:
+        raise TokenFileError('cannot read the agent token file %s: %s' % (path, exc.strerror or exc))
+    # The password lookup that provisions it may append " salt=..." when asked to encrypt: keep the secret only.
+    token = token.split(' salt=', 1)[0].strip()
+    if not token:
+        raise TokenFileError('the agent token file %s is empty' % path)
+    return token
+
+
+def resolve_token(token=None, token_file=None, default_file=DEFAULT_TOKEN_FILE):
+    """The token to sign with: the token option (or its environment variables), else the token_file
+    option, else the default file the agent role provisions when it exists; None when there is none."""
+    if token:
+        return token
+    if token_file:
+        return read_token_file(token_file)
+    if default_file and os.path.exists(os.path.expanduser(default_file)):
+        return read_token_file(default_file)
+    return None
+
+
+class AgentAuth:
+    """Credentials for AgentClient: the token and whether reads are signed too (auth_reads)."""
+
+    def __init__(self, token, auth_reads=False):
+        self.token = token or None
+        self.auth_reads = bool(auth_reads)
+
+    def __bool__(self):
+        return self.token is not None
+
+    def __repr__(self):
+        return 'AgentAuth(token=%s, auth_reads=%r)' % ('<set>' if self.token else None, self.auth_reads)
+
+
+def client_auth(token=None, token_file=None, auth_reads=False, default_file=DEFAULT_TOKEN_FILE):
+    """Plugin options -> AgentAuth (or None without a token), for AgentClient's `token` argument."""
+    resolved = resolve_token(token, token_file, default_file)
+    return AgentAuth(resolved, auth_reads) if resolved else None
+
+
+def body_digest(body):
+    return hashlib.sha256(body or b'').hexdigest()
+
+
+def signing_string(method, target, agent_id, nonce, body):
+    """Must match orchestra_agent/auth.py: one line per part, the body by its SHA-256."""
+    return '\n'.join((SIGNING_SCHEME, method.upper(), target, agent_id, nonce, body_digest(body))).encode('utf-8')
+
+
+def sign(token, method, target, agent_id, nonce, body):
+    return hmac.new(token.encode('utf-8'), signing_string(method, target, agent_id, nonce, body), hashlib.sha256).hexdigest()
 
 
 def require_requests():
@@ -181,13 +255,18 @@ def _snippet(raw):
 class AgentClient:
     """Client for one agent. `timeout` is the deadline for a whole answer, in seconds."""
 
-    def __init__(self, base_url, token=None, timeout=5.0, connect_timeout=None, verify=True, session=None):
+    def __init__(self, base_url, token=None, timeout=5.0, connect_timeout=None, verify=True, session=None,
+                 auth_reads=False):
+        """`token` is the token text or an AgentAuth (which then also says whether reads are signed)."""
         require_requests()
         self.base_url = base_url.rstrip('/')
         self.timeout = float(timeout)
         self.connect_timeout = float(connect_timeout) if connect_timeout else self.timeout
         self.verify = verify
-        self._token = token
+        if isinstance(token, AgentAuth):
+            token, auth_reads = token.token, token.auth_reads or auth_reads
+        self._token = token or None
+        self.auth_reads = bool(auth_reads)
         self._session = session or new_session()
 
     # -- transport --------------------------------------------------------------------------
@@ -202,17 +281,50 @@ class AgentClient:
                 raise AgentTimeout('answer not complete within %.1f s' % self.timeout, url=url)
         return b''.join(chunks)
 
+    def needs_signature(self, method, path):
+        if not self._token:
+            return False
+        if method.upper() in MUTATIONS:
+            return True
+        return self.auth_reads and path.split('?', 1)[0] not in OPEN_READS
+
+    def _signature_headers(self, method, path, data):
+        """A fresh nonce from the agent, and the signature over this request with it."""
+        doc = self.request('GET', NONCE_PATH)
+        nonce, agent_id = doc.get('nonce'), doc.get('agent_id')
+        if not isinstance(nonce, str) or not nonce or not isinstance(agent_id, str) or not agent_id:
+            raise _wrong_shape(self.base_url + NONCE_PATH, 'nonce document without "nonce" and "agent_id"')
+        return {'X-Orchestra-Nonce': nonce, 'X-Orchestra-Signature': sign(self._token, method, path, agent_id, nonce, data)}
+
     def request_raw(self, method, path, body=None, headers=None):
-        """(status, content type, body bytes) or an AgentError; the deadline covers the whole exchange."""
+        """(status, content type, body bytes) or an AgentError; the deadline covers the whole exchange.
+
+        Mutations always carry a JSON body (Content-Type: application/json, `{}` when there is
+        nothing to say); they and, with auth_reads, reads are signed. Nothing else carries a credential.
+        """
         url = self.base_url + path
-        deadline = time.monotonic() + self.timeout
         send_headers = {'Accept': 'application/json'}
-        if self._token:
-            send_headers['Authorization'] = 'Bearer %s' % self._token
+        data = None
+        if body is not None or method.upper() in MUTATIONS:
+            data = json.dumps({} if body is None else body, separators=(',', ':'), sort_keys=True).encode('utf-8')
+            send_headers['Content-Type'] = 'application/json'
         send_headers.update(headers or {})
+        attempts = 2 if self.needs_signature(method, path) else 1
+        for attempt in range(attempts):
+            if attempts == 2:
+                send_headers.update(self._signature_headers(method, path, data))
+            status, kind, raw = self._exchange(method, url, data, send_headers)
+            # A nonce can expire or be pushed out between fetch and use; the agent refused before acting, so
+            # one retry with a fresh nonce is safe even for a POST.
+            if not (status == 401 and attempt == 0 and attempts == 2 and b'"bad_nonce"' in raw):
+                break
+        return status, kind, raw
+
+    def _exchange(self, method, url, data, send_headers):
+        deadline = time.monotonic() + self.timeout
         try:
             response = self._session.request(
-                method, url, json=body, headers=send_headers, verify=self.verify, stream=True, allow_redirects=False,
+                method, url, data=data, headers=send_headers, verify=self.verify, stream=True, allow_redirects=False,
                 timeout=(min(self.connect_timeout, self.timeout), self.timeout))
             try:
                 raw = self._read_body(response, url, deadline)

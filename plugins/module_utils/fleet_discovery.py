@@ -523,12 +523,21 @@ def source_options(get_option):
     )
 
 
+def _client_auth(get_option):
+    """The agents' credentials (token option > token_file option > the role's default file), or None."""
+    try:
+        return agent_client.client_auth(get_option('token') or None, get_option('token_file') or None,
+                                        get_option('auth_reads'))
+    except agent_client.TokenFileError as exc:
+        raise FleetConfigError(str(exc))
+
+
 def probe_options(get_option):
     """discover() keyword arguments from plugin options."""
     return dict(
         port=get_option('port'),
         scheme=get_option('scheme'),
-        token=get_option('token') or None,
+        token=_client_auth(get_option),
         verify=agent_client.verify_setting(get_option('validate_certs'), get_option('ca_path')),
         timeout=get_option('timeout'),
         connect_timeout=get_option('connect_timeout'),

@@ -164,7 +164,9 @@ def argument_spec():
         scheme=dict(type='str', choices=['http', 'https'], fallback=(env_fallback, ['ORCHESTRA_FLEET_SCHEME'])),
         validate_certs=dict(type='bool', default=True),
         ca_path=dict(type='path', fallback=(env_fallback, ['ORCHESTRA_FLEET_CA_PATH'])),
-        token=dict(type='str', no_log=True, fallback=(env_fallback, ['ORCHESTRA_FLEET_TOKEN'])),
+        token=dict(type='str', no_log=True, fallback=(env_fallback, ['ORCHESTRA_FLEET_TOKEN', 'ORCHESTRA_AGENT_TOKEN'])),
+        token_file=dict(type='path', fallback=(env_fallback, ['ORCHESTRA_FLEET_TOKEN_FILE'])),
+        auth_reads=dict(type='bool', default=False),
         timeout=dict(type='float', default=5.0),
         concurrency=dict(type='int', default=16),
     )
@@ -175,9 +177,10 @@ def client_factory(params):
     scheme = params['scheme'] or 'http'
     verify = agent_client.verify_setting(params['validate_certs'], params['ca_path'])
     session = agent_client.new_session(pool_size=max(1, params['concurrency']))
+    credentials = agent_client.client_auth(params['token'], params['token_file'], params['auth_reads'])
 
     def client_for(host):
-        return agent_client.AgentClient(agent_client.agent_url(host, port, scheme), token=params['token'],
+        return agent_client.AgentClient(agent_client.agent_url(host, port, scheme), token=credentials,
                                         timeout=params['timeout'], verify=verify, session=session)
     return client_for
 
@@ -228,7 +231,10 @@ def main():
     )
     if not agent_client.HAS_REQUESTS:
         module.fail_json(msg=missing_required_lib('requests'), exception=str(agent_client.REQUESTS_IMPORT_ERROR))
-    client_for = client_factory(module.params)
+    try:
+        client_for = client_factory(module.params)
+    except agent_client.TokenFileError as exc:
+        module.fail_json(msg=str(exc))
     if module.params['state'] == 'claimed':
         run_claimed(module, client_for)
     run_renewed_or_released(module, client_for)

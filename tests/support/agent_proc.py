@@ -2,6 +2,7 @@
 
     handle = start_agent(labels=['my.suite'], token='s3cret')
     requests.get(handle.url + '/v1/state', headers=handle.auth_headers())
+    handle.request('POST', '/v1/claims', {'owner': 'me', 'ttl': 60})   # signed, JSON
     handle.restart()      # same port, same state_dir: claims must survive
     handle.close()        # stop, and remove the state_dir if start_agent made it
 
@@ -12,6 +13,8 @@ port=None a free port is picked once (bound and released here) and kept for
 restarts; the agent sets SO_REUSEADDR on a fixed port, so a restart can bind it
 again at once (a port-0 listener cannot: its TIME_WAIT sockets would block it).
 """
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -30,6 +33,16 @@ from tests.support.lab.processes import stop_process
 COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 AGENT_SOURCE = os.path.join(COLLECTION_ROOT, 'roles', 'agent', 'files', 'agent')
 WILDCARDS = ('0.0.0.0', '::', '')
+OPEN_READS = ('/v1/health', '/healthy', '/v1/nonce')
+MUTATIONS = ('POST', 'PUT', 'PATCH', 'DELETE')
+
+
+def signature(token, method, target, agent_id, nonce, body):
+    """The agent's request signature, written out here independently of the collection's client,
+    so a test signed with it checks the protocol (docs/agent-openapi.yaml), not the client against itself."""
+    text = '\n'.join(['orchestra-hmac-sha256-v1', method.upper(), target, agent_id, nonce,
+                      hashlib.sha256(body or b'').hexdigest()])
+    return hmac.new(token.encode('utf-8'), text.encode('utf-8'), hashlib.sha256).hexdigest()
 
 
 class AgentStartError(RuntimeError):
@@ -37,7 +50,8 @@ class AgentStartError(RuntimeError):
 
 
 class AgentHandle:
-    def __init__(self, base_argv, env, listen, port, state_dir, log_path, token, tls, owns_state_dir, timeout):
+    def __init__(self, base_argv, env, listen, port, state_dir, log_path, token, tls, owns_state_dir, timeout,
+                 auth_reads=False):
         self._base_argv = base_argv
         self._env = env
         self.listen = listen
@@ -46,6 +60,7 @@ class AgentHandle:
         self.log_path = log_path
         self.token = token
         self.tls = tls
+        self.auth_reads = auth_reads
         self._owns_state_dir = owns_state_dir
         self._timeout = timeout
         self.proc = None
@@ -65,8 +80,27 @@ class AgentHandle:
     def url(self):
         return '%s://%s:%d' % ('https' if self.tls else 'http', self.host, self.port)
 
-    def auth_headers(self):
-        return {'Authorization': 'Bearer %s' % self.token} if self.token else {}
+    def signed_headers(self, method, path, body=b''):
+        """X-Orchestra-Nonce and X-Orchestra-Signature for one request (a fresh nonce each call); {} without a token."""
+        if not self.token:
+            return {}
+        issued = self.get_json('/v1/nonce')
+        return {'X-Orchestra-Nonce': issued['nonce'],
+                'X-Orchestra-Signature': signature(self.token, method, path, issued['agent_id'], issued['nonce'], body)}
+
+    def request(self, method, path, json_body=None, data=None, headers=None, timeout=5, sign=True,
+                content_type='application/json'):
+        """One HTTP request -> requests.Response: JSON body, signed with the token (when sign and there is one)."""
+        import requests  # pylint: disable=import-outside-toplevel  # only the callers of request() need it
+        if json_body is not None:
+            data = json.dumps(json_body).encode('utf-8')
+        send = {}
+        if content_type and (data is not None or method.upper() in MUTATIONS):
+            send['Content-Type'] = content_type
+        if sign:
+            send.update(self.signed_headers(method, path, data if isinstance(data, bytes) else b''))
+        send.update(headers or {})
+        return requests.request(method, self.url + path, data=data, headers=send, timeout=timeout, verify=False)
 
     def logs(self):
         try:
@@ -101,8 +135,10 @@ class AgentHandle:
         raise AgentStartError('agent did not answer /v1/health within %ss:\n%s' % (self._timeout, self.logs()[-3000:]))
 
     def get_json(self, path, timeout=5):
-        """GET path (with the token) -> parsed JSON; raises on HTTP errors and unreachable agents."""
-        request = urllib.request.Request(self.url + path, headers=self.auth_headers())
+        """GET path (signed when the agent runs with auth_reads) -> parsed JSON; raises on HTTP errors."""
+        signed = self.auth_reads and self.token and path.split('?')[0] not in OPEN_READS
+        headers = self.signed_headers('GET', path) if signed else {}
+        request = urllib.request.Request(self.url + path, headers=headers)
         context = ssl._create_unverified_context() if self.tls else None  # pylint: disable=protected-access
         with urllib.request.urlopen(request, timeout=timeout, context=context) as response:  # nosec: loopback/test host
             return json.loads(response.read().decode('utf-8'))
@@ -176,6 +212,15 @@ def _listening_logged(log_path, offset):
     return False
 
 
+def self_signed_pair(directory, name='agent'):
+    """A self-signed EC certificate for 127.0.0.1 and its key, written to directory; returns (cert, key)."""
+    cert, key = os.path.join(directory, name + '.crt'), os.path.join(directory, name + '.key')
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+                    '-subj', '/CN=orchestra-agent-test', '-days', '2', '-addext', 'subjectAltName=IP:127.0.0.1',
+                    '-keyout', key, '-out', cert], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return cert, key
+
+
 def agent_env(env=None, token=None):
     merged = dict(os.environ if env is None else env)
     merged['PYTHONPATH'] = AGENT_SOURCE + (os.pathsep + merged['PYTHONPATH'] if merged.get('PYTHONPATH') else '')
@@ -213,7 +258,8 @@ def start_agent(listen='127.0.0.1', port=None, state_dir=None, labels=(), token=
         argv += ['--workflows-dir', workflows_dir]
     argv += list(extra_args)
     handle = AgentHandle(argv, agent_env(env, token), listen, port, state_dir, log_path, token,
-                         bool(config and config.get('tls_cert')), owns_state_dir, timeout)
+                         bool(config and config.get('tls_cert')), owns_state_dir, timeout,
+                         auth_reads=bool(config and config.get('auth_reads')))
     try:
         handle._launch()  # pylint: disable=protected-access
     except BaseException:

@@ -11,7 +11,7 @@ import sys
 import pytest
 import requests
 
-from tests.support.agent_proc import AGENT_SOURCE, agent_env, start_agent
+from tests.support.agent_proc import AGENT_SOURCE, agent_env, signature, start_agent
 
 CLAIM = {'owner': 'sched-a', 'ttl': 60}
 
@@ -38,25 +38,87 @@ def raw_request(handle, data, read_timeout=10):
     return int(answer.split(b' ', 2)[1])
 
 
-def test_missing_or_wrong_token_is_401(agent):
-    for headers in ({}, {'Authorization': 'Bearer wrong'}, {'Authorization': 'Basic ' + agent.token},
-                    {'Authorization': agent.token}, {'Authorization': 'Bearer ' + agent.token + 'x'}):
-        for method, path, body in (('POST', '/v1/claims', CLAIM), ('POST', '/v1/failures/ack', {}),
-                                   ('PUT', '/v1/claims/abc', {'secret': 'x'}), ('DELETE', '/v1/claims/abc', {'secret': 'x'})):
-            response = requests.request(method, agent.url + path, json=body, headers=headers, timeout=5)
+def wrong_signatures(agent, method, path, body):
+    """Headers a client without the right token could send: none, the old bearer token, a signature made
+    with another token, one over another body, one for another method."""
+    data = json.dumps(body).encode()
+    return [{}, {'Authorization': 'Bearer ' + agent.token},
+            dict(agent.signed_headers(method, path, data), **{'X-Orchestra-Signature': '0' * 64}),
+            AgentHandleWithToken(agent, 'not-' + agent.token).signed_headers(method, path, data),
+            agent.signed_headers(method, path, data + b' '),
+            agent.signed_headers('GET' if method != 'GET' else 'POST', path, data)]
+
+
+class AgentHandleWithToken:
+    def __init__(self, handle, token):
+        self.handle, self.token = handle, token
+
+    def signed_headers(self, method, path, body):
+        issued = self.handle.get_json('/v1/nonce')
+        return {'X-Orchestra-Nonce': issued['nonce'],
+                'X-Orchestra-Signature': signature(self.token, method, path, issued['agent_id'], issued['nonce'], body)}
+
+
+def test_unsigned_or_badly_signed_mutations_are_401(agent):
+    for method, path, body in (('POST', '/v1/claims', CLAIM), ('POST', '/v1/failures/ack', {}),
+                               ('PUT', '/v1/claims/abc', {'secret': 'x'}), ('DELETE', '/v1/claims/abc', {'secret': 'x'})):
+        for headers in wrong_signatures(agent, method, path, body):
+            response = agent.request(method, path, body, headers=headers, sign=False)
             assert response.status_code == 401, (method, path, headers)
             assert response.json()['error'] == 'unauthorized'
-            assert response.headers['WWW-Authenticate'] == 'Bearer'
+            assert response.headers['WWW-Authenticate'] == 'orchestra-hmac-sha256-v1'
     # Reads stay open unless auth_reads is set.
     assert requests.get(agent.url + '/v1/state', timeout=5).status_code == 200
+
+
+def test_a_captured_signed_request_cannot_be_replayed(agent, busybox_image, selector):
+    data = json.dumps({'containers': []}).encode()
+    captured = dict(agent.signed_headers('POST', '/v1/failures/ack', data), **{'Content-Type': 'application/json'})
+    first = requests.post(agent.url + '/v1/failures/ack', data=data, headers=captured, timeout=5)
+    assert first.status_code == 200
+    again = requests.post(agent.url + '/v1/failures/ack', data=data, headers=captured, timeout=5)
+    assert (again.status_code, again.json()['error']) == (401, 'bad_nonce')
+    # A second agent with the same token (the fleet shares one) refuses what was signed for the first.
+    other = start_agent(labels=[selector], token=agent.token)
+    try:
+        fresh = dict(agent.signed_headers('POST', '/v1/failures/ack', data), **{'Content-Type': 'application/json'})
+        moved = requests.post(other.url + '/v1/failures/ack', data=data, headers=fresh, timeout=5)
+        assert (moved.status_code, moved.json()['error']) == (401, 'unauthorized')
+    finally:
+        other.close()
+    # After a restart the agent has forgotten every nonce it issued before.
+    stale = dict(agent.signed_headers('POST', '/v1/failures/ack', data), **{'Content-Type': 'application/json'})
+    agent.restart()
+    later = requests.post(agent.url + '/v1/failures/ack', data=data, headers=stale, timeout=5)
+    assert (later.status_code, later.json()['error']) == (401, 'bad_nonce')
+
+
+@pytest.mark.parametrize('path', ['/v1/failures/ack', '/v1/claims'])
+@pytest.mark.parametrize('content_type, data', [
+    ('text/plain', b'{"owner": "page", "ttl": 60}'),
+    ('application/x-www-form-urlencoded', b'owner=page&ttl=60'),
+])
+def test_browser_style_posts_are_415(busybox_image, selector, path, content_type, data):
+    """What a web page can make a browser send without a preflight, to an agent with no token at all."""
+    handle = start_agent(labels=[selector])
+    try:
+        handle.wait_state(lambda s: s['docker']['reachable'])
+        response = requests.post(handle.url + path, data=data, headers={'Content-Type': content_type}, timeout=5)
+        assert (response.status_code, response.json()['error']) == (415, 'unsupported_media_type')
+        assert handle.state()['claim'] is None
+        assert '"unguarded"' in handle.logs()  # and the agent warned at startup that mutations are open
+    finally:
+        handle.close()
 
 
 def test_auth_reads_guards_every_read(busybox_image, selector):
     handle = start_agent(labels=[selector], token='read-token', config={'auth_reads': True})
     try:
-        for path in ('/v1/state', '/v1/health', '/v1/containers', '/v1/claims', '/v1/metrics', '/busy', '/healthy'):
+        for path in ('/v1/state', '/v1/containers', '/v1/claims', '/v1/metrics', '/busy', '/workflows'):
             assert requests.get(handle.url + path, timeout=5).status_code == 401, path
-            assert requests.get(handle.url + path, headers=handle.auth_headers(), timeout=5).status_code == 200, path
+            assert handle.request('GET', path).status_code == 200, path
+        for path in ('/v1/health', '/healthy', '/v1/nonce'):
+            assert requests.get(handle.url + path, timeout=5).status_code == 200, path
     finally:
         handle.close()
 
@@ -65,24 +127,23 @@ def test_auth_reads_guards_every_read(busybox_image, selector):
                                   b'{"owner": "a", "ttl": 0}', b'{"owner": "a", "ttl": 1e400}', b'[' * 20000,
                                   b'{"owner": "a", "ttl": 60, "extra": 1}', b''])
 def test_malformed_claim_bodies_are_400(agent, body):
-    response = requests.post(agent.url + '/v1/claims', data=body, timeout=5,
-                             headers=dict(agent.auth_headers(), **{'Content-Type': 'application/json'}))
+    response = agent.request('POST', '/v1/claims', data=body)
     assert response.status_code == 400
     assert response.json()['error'] in ('bad_json', 'bad_request')
 
 
 def test_oversized_bodies_are_413(agent):
     big = json.dumps({'owner': 'a' * 70000, 'ttl': 60}).encode()
-    response = requests.post(agent.url + '/v1/claims', data=big, headers=agent.auth_headers(), timeout=10)
+    response = agent.request('POST', '/v1/claims', data=big, sign=False, timeout=10)
     assert (response.status_code, response.json()['error']) == (413, 'too_large')
 
     def chunks():
         for _index in range(80):
             yield b'x' * 1024
 
-    response = requests.post(agent.url + '/v1/failures/ack', data=chunks(), headers=agent.auth_headers(), timeout=10)
+    response = agent.request('POST', '/v1/failures/ack', data=chunks(), sign=False, timeout=10)
     assert response.status_code == 413
-    # Far beyond the limit, cheroot itself refuses before reading (still a 4xx).
+    # Refused from Content-Length alone, before authentication and without reading the body.
     status = raw_request(agent, b'POST /v1/claims HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n{')
     assert status == 413
     # The agent still answers afterwards.
@@ -92,7 +153,7 @@ def test_oversized_bodies_are_413(agent):
 @pytest.mark.parametrize('method, path', [('GET', '/'), ('GET', '/v2/state'), ('GET', '/v1/state/'), ('GET', '/v1/claims/x/y'),
                                           ('POST', '/v1/nope'), ('GET', '/etc/passwd'), ('GET', '/v1/%00'), ('PATCH', '/v1/claims')])
 def test_unknown_routes_are_404_or_405(agent, method, path):
-    response = requests.request(method, agent.url + path, headers=agent.auth_headers(), timeout=5)
+    response = agent.request(method, path, content_type=None)
     assert response.status_code in (404, 405)
     assert response.json()['error'] in ('not_found', 'method_not_allowed')
 
@@ -173,7 +234,7 @@ def test_sigterm_stops_cleanly_with_exit_0_and_logs_no_secrets(busybox_image, se
     handle = start_agent(labels=[selector], token=token, extra_args=['--log-level', 'debug'])
     try:
         handle.wait_state(lambda s: s['state'] == 'lazy')
-        created = requests.post(handle.url + '/v1/claims', json=CLAIM, headers=handle.auth_headers(), timeout=5).json()
+        created = handle.request('POST', '/v1/claims', CLAIM).json()
         requests.post(handle.url + '/v1/claims', json=CLAIM, headers={'Authorization': 'Bearer wrong-' + token}, timeout=5)
         proc = handle.proc
         proc.send_signal(signal.SIGTERM)

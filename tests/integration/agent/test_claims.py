@@ -8,8 +8,7 @@ import requests
 
 
 def claim(handle, owner='sched-a', ttl=300, **kwargs):
-    return requests.post(handle.url + '/v1/claims', json={'owner': owner, 'ttl': ttl}, headers=handle.auth_headers(),
-                         timeout=30, **kwargs)
+    return handle.request('POST', '/v1/claims', {'owner': owner, 'ttl': ttl}, timeout=30, **kwargs)
 
 
 @pytest.fixture
@@ -24,10 +23,11 @@ def test_100_concurrent_claims_exactly_one_wins(lazy_agent):
     answers = [None] * 100
 
     def attempt(index):
+        body = json.dumps({'owner': 'sched-%d' % index, 'ttl': 300}).encode()
+        headers = dict(lazy_agent.signed_headers('POST', '/v1/claims', body), **{'Content-Type': 'application/json'})
         with requests.Session() as session:
             barrier.wait(timeout=30)
-            response = session.post(lazy_agent.url + '/v1/claims', json={'owner': 'sched-%d' % index, 'ttl': 300},
-                                    headers=lazy_agent.auth_headers(), timeout=60)
+            response = session.post(lazy_agent.url + '/v1/claims', data=body, headers=headers, timeout=60)
             answers[index] = (response.status_code, response.json())
 
     threads = [threading.Thread(target=attempt, args=(index,)) for index in range(100)]
@@ -53,11 +53,10 @@ def test_claim_survives_restart_and_fencing_keeps_growing(lazy_agent):
     state = lazy_agent.wait_state(lambda s: s['docker']['reachable'])
     assert (state['state'], state['claim']['id'], state['fencing']) == ('claimed', created['id'], created['fencing'])
     assert claim(lazy_agent, owner='sched-b').status_code == 409
-    url = '%s/v1/claims/%s' % (lazy_agent.url, created['id'])
-    renewed = requests.put(url, json={'secret': created['secret'], 'ttl': 120, 'fencing': created['fencing']},
-                           headers=lazy_agent.auth_headers(), timeout=5)
+    path = '/v1/claims/%s' % created['id']
+    renewed = lazy_agent.request('PUT', path, {'secret': created['secret'], 'ttl': 120, 'fencing': created['fencing']})
     assert (renewed.status_code, renewed.json()['ttl']) == (200, 120)
-    released = requests.delete(url, json={'secret': created['secret']}, headers=lazy_agent.auth_headers(), timeout=5)
+    released = lazy_agent.request('DELETE', path, {'secret': created['secret']})
     assert released.json() == {'released': True, 'id': created['id']}
     lazy_agent.restart()
     lazy_agent.wait_state(lambda s: s['state'] == 'lazy')
@@ -72,27 +71,26 @@ def test_ttl_expiry_releases_the_host(lazy_agent):
     state = lazy_agent.wait_state(lambda s: s['state'] == 'lazy', timeout=20)
     assert (state['claimed'], state['claim']) == (False, None)
     assert requests.get(lazy_agent.url + '/v1/claims', timeout=5).json() == {'claims': []}
-    url = '%s/v1/claims/%s' % (lazy_agent.url, created['id'])
-    assert requests.put(url, json={'secret': created['secret']}, headers=lazy_agent.auth_headers(), timeout=5).status_code == 404
+    path = '/v1/claims/%s' % created['id']
+    assert lazy_agent.request('PUT', path, {'secret': created['secret']}).status_code == 404
     assert claim(lazy_agent, owner='sched-b').json()['fencing'] == created['fencing'] + 1
 
 
 def test_wrong_secret_and_stale_fencing_are_rejected(lazy_agent):
     created = claim(lazy_agent).json()
-    url = '%s/v1/claims/%s' % (lazy_agent.url, created['id'])
-    headers = lazy_agent.auth_headers()
-    wrong = requests.put(url, json={'secret': 'not-the-secret'}, headers=headers, timeout=5)
+    path = '/v1/claims/%s' % created['id']
+    wrong = lazy_agent.request('PUT', path, {'secret': 'not-the-secret'})
     assert (wrong.status_code, wrong.json()['error']) == (403, 'forbidden')
-    wrong = requests.delete(url, headers=dict(headers, **{'X-Claim-Secret': 'not-the-secret'}), timeout=5)
+    wrong = lazy_agent.request('DELETE', path, headers={'X-Claim-Secret': 'not-the-secret'}, content_type=None)
     assert wrong.status_code == 403
-    stale = requests.delete(url, json={'secret': created['secret'], 'fencing': created['fencing'] - 1}, headers=headers, timeout=5)
+    stale = lazy_agent.request('DELETE', path, {'secret': created['secret'], 'fencing': created['fencing'] - 1})
     assert (stale.status_code, stale.json()['error']) == (409, 'stale_fencing')
-    stale = requests.put(url, json={'secret': created['secret'], 'fencing': created['fencing'] + 5}, headers=headers, timeout=5)
+    stale = lazy_agent.request('PUT', path, {'secret': created['secret'], 'fencing': created['fencing'] + 5})
     assert (stale.status_code, stale.json()['error']) == (409, 'stale_fencing')
     assert lazy_agent.state()['claim']['id'] == created['id']
     # The token guards claims too, whatever the secret.
-    assert requests.delete(url, json={'secret': created['secret']}, timeout=5).status_code == 401
-    released = requests.delete(url, headers=dict(headers, **{'X-Claim-Secret': created['secret']}), timeout=5)
+    assert lazy_agent.request('DELETE', path, {'secret': created['secret']}, sign=False).status_code == 401
+    released = lazy_agent.request('DELETE', path, headers={'X-Claim-Secret': created['secret']}, content_type=None)
     assert released.status_code == 200
 
 

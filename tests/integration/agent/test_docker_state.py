@@ -33,8 +33,7 @@ def test_nonzero_exit_is_a_failed_workflow_until_acknowledged(agent, workloads, 
     assert [(item['name'], item['status'], item['exit_code']) for item in workflows] == [(container.name, 'failed', 3)]
     # Acknowledging needs the token.
     assert requests.post(agent.url + '/v1/failures/ack', json={}, timeout=5).status_code == 401
-    response = requests.post(agent.url + '/v1/failures/ack', json={'containers': [container.name]},
-                             headers=agent.auth_headers(), timeout=5)
+    response = agent.request('POST', '/v1/failures/ack', {'containers': [container.name]})
     assert (response.status_code, response.json()) == (200, {'acknowledged': [container.id]})
     assert agent.state()['state'] == 'lazy'
     # The acknowledgement is persisted: a restarted agent does not bring the failure back.
@@ -106,3 +105,44 @@ def test_metrics_follow_the_state(agent, workloads):
     assert 'orchestra_agent_state{state="busy"} 1' in text
     assert 'orchestra_agent_running_containers 1' in text
     assert 'orchestra_agent_docker_reachable 1' in text
+
+
+def fenced_labels(selector, claim_id, fence):
+    return {selector: 'yes', 'orchestra.claim.id': claim_id, 'orchestra.claim.fence': str(fence)}
+
+
+def test_workload_of_a_rival_or_stale_claim_is_a_double_booking(agent, workloads, selector):
+    """Issue 16 item 5, the agent's half: a container started for a claim that is no longer the host's."""
+    lazy = agent.wait_state(lambda s: s['state'] == 'lazy')
+    assert lazy['double_booking'] is None
+    first = agent.request('POST', '/v1/claims', {'owner': 'slow-controller', 'ttl': 60}).json()
+    # The workflow of the current claim, correctly labelled: busy, no double booking.
+    ours = workloads('sleep 60', labels=fenced_labels(selector, first['id'], first['fencing']))
+    state = agent.wait_state(lambda s: s['state'] == 'busy')
+    assert state['double_booking'] is None
+    ours.remove(force=True)
+    agent.wait_state(lambda s: s['state'] == 'claimed')
+    # The claim is released (or lapsed) and a rival claims the host ...
+    agent.request('DELETE', '/v1/claims/%s' % first['id'], {'secret': first['secret']})
+    rival = agent.request('POST', '/v1/claims', {'owner': 'rival', 'ttl': 60}).json()
+    assert rival['fencing'] == first['fencing'] + 1
+    # ... and then the slow controller's `docker run` lands with its old claim's labels.
+    late = workloads('sleep 60', labels=fenced_labels(selector, first['id'], first['fencing']))
+    state = agent.wait_state(lambda s: s['double_booking'] is not None)
+    assert state['state'] == 'busy'
+    assert state['double_booking']['containers'] == [{'id': late.id, 'name': late.name, 'claim_id': first['id'],
+                                                     'fence': first['fencing']}]
+    assert 'the live claim is %s' % rival['id'] in state['double_booking']['reason']
+    late.remove(force=True)
+    state = agent.wait_state(lambda s: s['double_booking'] is None)
+    assert state['state'] == 'claimed'
+    # Right claim id but an old fence, and claim labels with no live claim at all, are double bookings too.
+    stale = workloads('sleep 60', labels=fenced_labels(selector, rival['id'], rival['fencing'] - 1))
+    assert "is not the live claim's" in agent.wait_state(lambda s: s['double_booking'] is not None)['double_booking']['reason']
+    agent.request('DELETE', '/v1/claims/%s' % rival['id'], {'secret': rival['secret']})
+    state = agent.wait_state(lambda s: s['claim'] is None)
+    assert state['state'] == 'busy' and 'no claim is live' in state['double_booking']['reason']
+    refused = agent.request('POST', '/v1/claims', {'owner': 'third', 'ttl': 60})
+    assert refused.status_code == 409 and refused.json()['message'].startswith('host is double-booked: ')
+    stale.remove(force=True)
+    assert agent.wait_state(lambda s: s['state'] == 'lazy')['double_booking'] is None

@@ -20,16 +20,18 @@ SEED = os.environ.get('ORCHESTRA_FUZZ_SEED', '20261122')
 
 @pytest.mark.slow
 @pytest.mark.parametrize('with_workload', [False, True], ids=['lazy-host', 'busy-host'])
-def test_openapi_fuzz_finds_no_server_errors(busybox_image, selector, workloads, tmp_path, token, with_workload):
+def test_openapi_fuzz_finds_no_server_errors(busybox_image, selector, workloads, tmp_path, with_workload):
     if with_workload:
         workloads('sleep 120')
         workloads(['sh', '-c', 'exit 5'])
-    handle = start_agent(labels=[selector], token=token, config={'max_claim_ttl': 86400})
+    # No token: schemathesis cannot sign, and an unguarded agent lets it reach every mutation's
+    # validation and the claim links (signing itself is covered by test_bad_input and the unit tests).
+    handle = start_agent(labels=[selector], config={'max_claim_ttl': 86400})
     try:
         handle.wait_state(lambda s: s['docker']['reachable'])
         result = subprocess.run(
             [sys.executable, '-m', 'schemathesis.cli', 'run', SPEC, '--url', handle.url,
-             '--header', 'Authorization: Bearer %s' % token, '--max-examples', str(MAX_EXAMPLES), '--seed', SEED,
+             '--max-examples', str(MAX_EXAMPLES), '--seed', SEED,
              '--generation-database', 'none', '--request-timeout', '10', '--no-color'],
             cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=240, check=False)
         summary = result.stdout[-6000:]

@@ -6,9 +6,10 @@ installed agent talks to a real engine. The hosts have no network beyond the bri
 the agent is installed from a wheelhouse built here from roles/agent/files/agent.
 
 The lifecycle tests run in file order against the same hosts:
-install -> re-run is change-free -> check mode touches nothing -> token (and TLS) change
-restarts -> source install from an index -> absent removes everything -> check mode on a
-fresh host.
+install (no token given: the role provisions one on the controller, and the agents refuse
+unsigned claims but accept ones signed with that file) -> re-run is change-free -> check mode
+touches nothing -> token (and TLS) change restarts -> source install from an index -> absent
+removes everything -> check mode on a fresh host.
 """
 import ipaddress
 import json
@@ -24,6 +25,7 @@ import pytest
 import requests
 import yaml
 
+from ansible_collections.orchestra.fleet.plugins.module_utils import agent_client
 from tests.support import systemd_hosts
 from tests.support.lab.paths import lab_dir
 
@@ -127,6 +129,8 @@ class Runner:
             os.unlink(os.path.join(self.log_dir, old))
         self.count = 0
         self.inventory = os.path.join(workdir, 'hosts.ini')
+        # Where the role provisions the fleet's token (stands in for ~/.config/orchestra-fleet/agent-token).
+        self.token_file = os.path.join(workdir, 'controller-home', '.config', 'orchestra-fleet', 'agent-token')
         # Decoys that must be skipped as the control node: the bridge's own address on this
         # machine, and the name localhost. Port 1 makes any attempt to reach them fail loudly.
         decoys = ['controller ansible_host=%s ansible_port=1' % lab.gateway,
@@ -134,9 +138,12 @@ class Runner:
         with open(self.inventory, 'w') as handle:
             handle.write(lab.inventory(group='workers', extra_hosts=decoys))
 
-    def base_vars(self, token):
-        extra = {'target': 'workers', 'orchestra_agent_token': token, 'orchestra_agent_wheelhouse': self.wheelhouse,
-                 'orchestra_agent_labels': [self.label]}
+    def base_vars(self, token=None):
+        """Play variables; token None leaves the role to provision (or reuse) the token in self.token_file."""
+        extra = {'target': 'workers', 'orchestra_agent_token_file': self.token_file,
+                 'orchestra_agent_wheelhouse': self.wheelhouse, 'orchestra_agent_labels': [self.label]}
+        if token is not None:
+            extra['orchestra_agent_token'] = token
         if self.tls:
             extra.update(orchestra_agent_tls_cert=self.tls[0], orchestra_agent_tls_key=self.tls[1])
         return extra
@@ -144,11 +151,19 @@ class Runner:
     def url(self, host, path):
         return '%s://%s:%d%s' % ('https' if self.tls else 'http', host.ip, PORT, path)
 
-    def request(self, method, host, path, token=None, **kwargs):
-        """An HTTP(S) request to a host's agent, trusting only the test's certificate once TLS is on."""
-        headers = {'Authorization': 'Bearer %s' % token} if token else {}
-        return requests.request(method, self.url(host, path), headers=headers, timeout=10,
-                                verify=self.tls[0] if self.tls else True, **kwargs)
+    def request(self, method, host, path, **kwargs):
+        """An unsigned HTTP(S) request to a host's agent, trusting only the test's certificate once TLS is on."""
+        return requests.request(method, self.url(host, path), timeout=10, verify=self.tls[0] if self.tls else True,
+                                **kwargs)
+
+    def client(self, host, token=None, token_file=None):
+        """The collection's own agent client, signing with `token` or with the token read from `token_file`."""
+        return agent_client.AgentClient(self.url(host, ''), token=agent_client.client_auth(token, token_file),
+                                        timeout=10, verify=self.tls[0] if self.tls else True)
+
+    def provisioned_token(self):
+        with open(self.token_file) as handle:
+            return handle.read().strip()
 
     def play(self, extra_vars, *args):
         self.count += 1
@@ -206,8 +221,12 @@ def service_identity(lab, host):
 
 
 def ack(runner, host, token):
-    """A mutation: 200 with the right token, 401 otherwise."""
-    return runner.request('POST', host, '/v1/failures/ack', token, json={'containers': []}).status_code
+    """A signed mutation: 200 with the right token, 401 otherwise."""
+    try:
+        runner.client(host, token).ack_failures([])
+    except agent_client.AgentHTTPError as exc:
+        return exc.status
+    return 200
 
 
 def listening_ports(lab, host):
@@ -251,13 +270,18 @@ def test_free_subnets_avoid_routes_and_networks():
 
 @pytest.mark.slow
 class TestLifecycle:
-    token = 'first-' + uuid.uuid4().hex
     new_token = 'second-' + uuid.uuid4().hex
 
     def test_install_answers_on_every_host(self, lab, runner):
-        play = runner.play(runner.base_vars(self.token))
+        assert not os.path.exists(runner.token_file)
+        play = runner.play(runner.base_vars())
         play.assert_ok(lab.hosts)
-        assert self.token not in play.output, 'the token leaked into the output'
+        # No token given: the role made one on the controller, private to its user.
+        token = runner.provisioned_token()
+        assert len(token) == 43
+        assert oct(os.stat(runner.token_file).st_mode & 0o777) == '0o600'
+        assert oct(os.stat(os.path.dirname(runner.token_file)).st_mode & 0o777) == '0o700'
+        assert token not in play.output, 'the token leaked into the output'
         # The decoys stand for the control node and sit on port 1: had the playbook not
         # skipped them before the role, they would be unreachable and fail the run.
         install_play = play.output.split('PLAY [Install the orchestra.fleet agent]', 1)[1]
@@ -284,19 +308,21 @@ class TestLifecycle:
             for expected in ('User=orchestra-agent', 'NoNewPrivileges=yes', 'ProtectSystem=strict',
                              'ProtectHome=yes', 'PrivateTmp=yes'):
                 assert expected in props
-            # The sandbox still lets the agent write its state dir and read Docker: a claim is
-            # only granted on a lazy host whose Docker view is live, and is persisted first.
-            claim = runner.request('POST', host, '/v1/claims', self.token, json={'owner': 'role-test', 'ttl': 60})
-            assert claim.status_code == 201, claim.text
+            # The provisioned token guards claims: unsigned is refused, even as proper JSON ...
+            unsigned = runner.request('POST', host, '/v1/claims', json={'owner': 'role-test', 'ttl': 60})
+            assert (unsigned.status_code, unsigned.json()['error']) == (401, 'unauthorized'), unsigned.text
+            # ... and a claim signed with the controller's token file is granted. The sandbox still lets
+            # the agent write its state dir and read Docker: a claim is only granted on a lazy host
+            # whose Docker view is live, and is persisted first.
+            client = runner.client(host, token_file=runner.token_file)
+            body = client.create_claim('role-test', 60)
+            assert body['fencing'] >= 1
             assert lab.run(host, 'ls', '-A', '/var/lib/orchestra-agent').stdout.strip()
-            body = claim.json()
-            released = runner.request('DELETE', host, '/v1/claims/%s' % body['id'], self.token,
-                                      json={'secret': body['secret']})
-            assert released.status_code == 200, released.text
+            assert client.release_claim(body['id'], body['secret'])['released'] is True
 
     def test_second_run_changes_nothing(self, lab, runner):
         before = {host.name: service_identity(lab, host) for host in lab.hosts}
-        play = runner.play(runner.base_vars(self.token))
+        play = runner.play(runner.base_vars())
         play.assert_ok(lab.hosts)
         assert [play.changed(host) for host in lab.hosts] == [0] * len(lab.hosts), play.tail()
         assert {host.name: service_identity(lab, host) for host in lab.hosts} == before
@@ -308,7 +334,7 @@ class TestLifecycle:
         assert self.new_token not in play.output, 'the token leaked into the diff'
         assert all(play.changed(host) > 0 for host in lab.hosts), play.tail()
         assert {host.name: service_identity(lab, host) for host in lab.hosts} == before
-        assert all(ack(runner, host, self.token) == 200 for host in lab.hosts)
+        assert all(ack(runner, host, runner.provisioned_token()) == 200 for host in lab.hosts)
 
     def test_token_and_tls_change_restarts_the_service(self, lab, runner, tls_pair):
         before = {host.name: service_identity(lab, host) for host in lab.hosts}
@@ -320,7 +346,7 @@ class TestLifecycle:
             pid, started = service_identity(lab, host)
             assert pid != before[host.name][0] and started != before[host.name][1]
             assert ack(runner, host, self.new_token) == 200  # over HTTPS, verified against the copied cert
-            assert ack(runner, host, self.token) == 401
+            assert ack(runner, host, runner.provisioned_token()) == 401
             key = lab.run(host, 'stat', '-c', '%a %U %G', '/etc/orchestra-agent/tls/agent.key').stdout.split()
             assert key == ['640', 'root', 'orchestra-agent']
 
@@ -360,7 +386,7 @@ class TestLifecycle:
 
     def test_check_mode_on_a_fresh_host_creates_nothing(self, lab, runner):
         host = lab.hosts[0]
-        play = runner.play(dict(runner.base_vars(self.token), target=host.hostname), '--check')
+        play = runner.play(dict(runner.base_vars(), target=host.hostname), '--check')
         play.assert_ok([host])
         assert play.changed(host) > 0, play.tail()
         for path in INSTALLED_PATHS:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from orchestra_agent import app, config, core, dockerwatch, workload
+from orchestra_agent import app, auth, config, core, dockerwatch, workload
 
 TOKEN = 'unit-token'
 
@@ -29,13 +29,19 @@ def make_app(tmp_path, watcher=None, **values):
     return app.Application(core.Agent(settings, watcher or StillWatcher(), hostname='unit'))
 
 
-def call(application, method, path, body=None, token=TOKEN, headers=None, raw=None):
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b'')
-    environ = {'REQUEST_METHOD': method, 'PATH_INFO': path, 'wsgi.input': io.BytesIO(data),
+OPEN = object()
+
+
+def environ_for(method, path, data, headers, content_type):
+    environ = {'REQUEST_METHOD': method, 'PATH_INFO': path, 'REQUEST_URI': path, 'wsgi.input': io.BytesIO(data),
                'CONTENT_LENGTH': str(len(data)) if data else ''}
-    if token:
-        environ['HTTP_AUTHORIZATION'] = 'Bearer ' + token
+    if content_type:
+        environ['CONTENT_TYPE'] = content_type
     environ.update(headers or {})
+    return environ
+
+
+def invoke(application, environ):
     captured = {}
 
     def start_response(status, response_headers):
@@ -48,21 +54,95 @@ def call(application, method, path, body=None, token=TOKEN, headers=None, raw=No
     return captured['status'], payload.decode(), captured['headers']
 
 
+def signed_headers(application, token, method, path, data):
+    nonce_doc = invoke(application, environ_for('GET', '/v1/nonce', b'', None, None))[1]
+    return {'HTTP_X_ORCHESTRA_NONCE': nonce_doc['nonce'],
+            'HTTP_X_ORCHESTRA_SIGNATURE': auth.sign(token, method, path, nonce_doc['agent_id'], nonce_doc['nonce'], data)}
+
+
+def call(application, method, path, body=None, token=TOKEN, headers=None, raw=None, content_type=OPEN):
+    """One request; signed with `token` unless it is None; mutations are JSON unless content_type says otherwise."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b'')
+    if content_type is OPEN:
+        content_type = 'application/json' if method in ('POST', 'PUT', 'DELETE') else None
+    all_headers = dict(headers or {})
+    if token:
+        all_headers.update(signed_headers(application, token, method, path, data))
+    return invoke(application, environ_for(method, path, data, all_headers, content_type))
+
+
 def test_state_and_health(tmp_path):
     application = make_app(tmp_path, StillWatcher(records=[container('job')]))
     status, body, _headers = call(application, 'GET', '/v1/state', token=None)
     assert status == 200
     assert (body['state'], body['hostname'], body['running'], body['claim']) == ('busy', 'unit', 1, None)
-    assert call(application, 'GET', '/v1/health')[1] == {'status': 'ok', 'version': '0.1.0', 'docker': 'up'}
+    health = call(application, 'GET', '/v1/health')[1]
+    assert (health['status'], health['version'], health['docker']) == ('ok', '0.1.0', 'up')
+    assert health['agent_id'] == application.agent.agent_id
 
 
-def test_mutations_need_the_token(tmp_path):
+def test_mutations_need_a_signature_with_the_token(tmp_path):
     application = make_app(tmp_path)
     for token in (None, 'wrong'):
         status, body, headers = call(application, 'POST', '/v1/claims', {'owner': 'a', 'ttl': 5}, token=token)
         assert (status, body['error']) == (401, 'unauthorized')
-        assert headers['WWW-Authenticate'] == 'Bearer'
+        assert headers['WWW-Authenticate'] == auth.SCHEME
+    # The old bearer token is no credential any more: it would be sent to whoever answers.
+    bearer = {'HTTP_AUTHORIZATION': 'Bearer ' + TOKEN}
+    assert call(application, 'POST', '/v1/claims', {'owner': 'a', 'ttl': 5}, token=None, headers=bearer)[0] == 401
     assert call(application, 'POST', '/v1/claims', {'owner': 'a', 'ttl': 5})[0] == 201
+
+
+def test_a_signed_request_cannot_be_replayed_altered_or_moved(tmp_path):
+    first = make_app(tmp_path / 'one')
+    second = make_app(tmp_path / 'two')
+    data = b'{"containers": []}'
+    headers = signed_headers(first, TOKEN, 'POST', '/v1/failures/ack', data)
+
+    def send(application, body=data, path='/v1/failures/ack', method='POST'):
+        return invoke(application, environ_for(method, path, body, headers, 'application/json'))
+
+    assert send(second)[1]['error'] == 'unauthorized'     # another agent: its id is in the signature
+    assert send(first, body=b'{}')[1]['error'] == 'unauthorized'   # body altered
+    assert send(first, path='/v1/claims')[1]['error'] == 'unauthorized'   # path altered
+    assert send(first)[0] == 200
+    status, body, _headers = send(first)                   # the same request again: its nonce is spent
+    assert (status, body['error']) == (401, 'bad_nonce')
+
+
+def test_an_unsigned_attempt_does_not_spend_the_nonce(tmp_path):
+    application = make_app(tmp_path)
+    data = b'{}'
+    headers = signed_headers(application, TOKEN, 'POST', '/v1/failures/ack', data)
+    forged = dict(headers, HTTP_X_ORCHESTRA_SIGNATURE='0' * 64)
+    assert invoke(application, environ_for('POST', '/v1/failures/ack', data, forged, 'application/json'))[0] == 401
+    assert invoke(application, environ_for('POST', '/v1/failures/ack', data, headers, 'application/json'))[0] == 200
+
+
+def test_nonces_expire_on_the_agents_own_clock_and_are_bounded():
+    now = [100.0]
+    store = auth.NonceStore(ttl=60, limit=3, clock=lambda: now[0])
+    old = store.issue()
+    now[0] += 61
+    assert not store.spend(old)
+    nonces = [store.issue() for _ in range(4)]
+    assert len(store) == 3 and not store.spend(nonces[0])
+    assert store.spend(nonces[3]) and not store.spend(nonces[3])
+
+
+@pytest.mark.parametrize('content_type', ['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', None])
+@pytest.mark.parametrize('path', ['/v1/failures/ack', '/v1/claims'])
+def test_mutations_that_are_not_json_are_415_even_without_a_token(tmp_path, content_type, path):
+    for application in (make_app(tmp_path / 'open', token=None), make_app(tmp_path / 'guarded')):
+        status, body, _headers = call(application, 'POST', path, raw=b'{"owner": "page", "ttl": 60}',
+                                      content_type=content_type)
+        assert (status, body['error']) == (415, 'unsupported_media_type')
+
+
+def test_json_with_a_charset_is_json(tmp_path):
+    application = make_app(tmp_path)
+    assert call(application, 'POST', '/v1/claims', {'owner': 'a', 'ttl': 5},
+                content_type='application/json; charset=utf-8')[0] == 201
 
 
 def test_auth_reads(tmp_path):
@@ -70,15 +150,13 @@ def test_auth_reads(tmp_path):
     assert call(application, 'GET', '/v1/state', token=None)[0] == 401
     assert call(application, 'GET', '/busy', token=None)[0] == 401
     assert call(application, 'GET', '/v1/state')[0] == 200
+    for path in ('/v1/health', '/healthy', '/v1/nonce'):
+        assert call(application, 'GET', path, token=None)[0] == 200
 
 
-def test_token_compare_needs_bearer_scheme():
-    digest = __import__('hashlib').sha256(b'tok').digest()
-    assert app.token_matches('Bearer tok', digest)
-    assert app.token_matches('bearer tok', digest)
-    assert not app.token_matches('Basic tok', digest)
-    assert not app.token_matches('Bearer', digest)
-    assert not app.token_matches(None, digest)
+def test_agent_id_survives_a_restart(tmp_path):
+    assert make_app(tmp_path).agent.agent_id == make_app(tmp_path).agent.agent_id
+    assert make_app(tmp_path / 'other').agent.agent_id != make_app(tmp_path).agent.agent_id
 
 
 @pytest.mark.parametrize('raw, code', [

@@ -48,5 +48,7 @@ def _route_table(name):
 
     class Agent:
         settings = Settings()
+        agent_id = 'stand-in'
+
 
     return list(getattr(app.Application(Agent()), name))

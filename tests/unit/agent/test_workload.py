@@ -107,3 +107,40 @@ def test_workflows_merge_docker_and_directory():
     items = workload.workflows([record(name='b', status='exited', exit_code=0), record(name='a')], acks, ['wf1'])
     assert [(item['name'], item['source'], item['status']) for item in items] == [
         ('a', 'docker', 'running'), ('b', 'docker', 'succeeded'), ('wf1', 'directory', 'present')]
+
+
+CLAIM = {'id': 'live', 'owner': 'sched', 'fencing': 7}
+
+
+def claimed(claim_id, fence, name='wf', status='running'):
+    labels = {workload.CLAIM_ID_LABEL: claim_id}
+    if fence is not None:
+        labels[workload.CLAIM_FENCE_LABEL] = str(fence)
+    return record(name=name, status=status, labels=labels)
+
+
+def test_workload_of_the_live_claim_is_no_double_booking():
+    assert workload.double_booking([claimed('live', 7), record(name='unlabelled')], CLAIM) is None
+    # Ended containers of older claims are history, not a booking.
+    assert workload.double_booking([claimed('old', 3, status='exited')], CLAIM) is None
+
+
+def test_foreign_stale_or_orphaned_claims_are_double_bookings():
+    foreign = workload.double_booking([claimed('rival', 8)], CLAIM)
+    assert foreign['containers'] == [{'id': 'wf-id', 'name': 'wf', 'claim_id': 'rival', 'fence': 8}]
+    assert 'the live claim is live (fencing 7)' in foreign['reason']
+    stale = workload.double_booking([claimed('live', 6)], CLAIM)
+    assert "its fence 6 is not the live claim's 7" in stale['reason']
+    assert 'no claim is live' in workload.double_booking([claimed('gone', 5)], None)['reason']
+    assert workload.double_booking([claimed('live', None)], CLAIM)['containers'][0]['fence'] is None
+    both = workload.double_booking([claimed('live', 7, name='a'), claimed('rival', 8, name='b')], CLAIM)
+    assert [item['name'] for item in both['containers']] == ['b']
+
+
+def test_a_double_booked_host_is_never_lazy_nor_claimable():
+    fields = workload.host_state(True, None, [claimed('rival', 8)], frozenset(), CLAIM, 'later')
+    assert (fields['state'], fields['double_booking']['containers'][0]['claim_id']) == ('busy', 'rival')
+    assert fields['reason'].startswith('double booking: ')
+    assert workload.claim_refusal(fields, None).startswith('host is double-booked: ')
+    fine = workload.host_state(True, None, [], frozenset(), None, None)
+    assert (fine['state'], fine['double_booking']) == ('lazy', None)

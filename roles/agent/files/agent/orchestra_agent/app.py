@@ -1,17 +1,15 @@
-"""The WSGI application: routing, bearer-token auth, body limits, JSON and legacy text answers.
+"""The WSGI application: routing, signed-request auth, media types, body limits, JSON and legacy text answers.
 
 Every answer to bad input is a 4xx with {"error", "message"}; an unexpected
 exception is logged and answered 500 without details. No route runs commands.
 """
-import hashlib
-import hmac
 import json
 import logging
 import os
 import re
 import threading
 
-from orchestra_agent import claims, metrics, payloads, persist
+from orchestra_agent import auth, claims, metrics, payloads, persist
 
 LOG = logging.getLogger('orchestra_agent.http')
 JSON_TYPE = 'application/json'
@@ -19,7 +17,10 @@ TEXT_TYPE = 'text/plain; charset=utf-8'
 CLAIM_PATH = re.compile(r'^/v1/claims/([^/]+)$')
 STATUS_TEXT = {200: 'OK', 201: 'Created', 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden',
                404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict', 411: 'Length Required',
-               413: 'Payload Too Large', 500: 'Internal Server Error', 503: 'Service Unavailable'}
+               408: 'Request Timeout', 413: 'Payload Too Large', 415: 'Unsupported Media Type',
+               431: 'Request Header Fields Too Large', 500: 'Internal Server Error', 503: 'Service Unavailable'}
+# Reads that stay open even with auth_reads: liveness, and the nonce a signed request needs.
+OPEN_READS = frozenset(('/v1/health', '/healthy', '/v1/nonce'))
 OPENAPI_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'openapi.yaml')
 
 
@@ -40,16 +41,20 @@ def error(status, code, message, headers=(), **extra):
     return json_response(status, data, headers)
 
 
+def error_answer(status, code, message):
+    """(status, reason, headers, body) of an error document, for answers the server gives itself."""
+    response = error(status, code, message)
+    headers = [('Content-Type', response.content_type), ('Content-Length', str(len(response.body))),
+               ('Cache-Control', 'no-store')]
+    return status, STATUS_TEXT.get(status, 'Error'), headers, response.body
+
+
 def text(lines):
     return Response(200, ''.join(line + '\n' for line in lines).encode('utf-8'), TEXT_TYPE)
 
 
-def token_matches(header_value, token_digest):
-    """Constant-time check of 'Bearer <token>' (digests compared, so the length does not leak either)."""
-    scheme, _space, given = (header_value or '').partition(' ')
-    if scheme.lower() != 'bearer' or not given:
-        return False
-    return hmac.compare_digest(hashlib.sha256(given.strip().encode('utf-8', 'surrogateescape')).digest(), token_digest)
+def media_type(environ):
+    return (environ.get('CONTENT_TYPE') or '').split(';')[0].strip().lower()
 
 
 class Application:
@@ -57,14 +62,14 @@ class Application:
         self.agent = agent
         settings = agent.settings
         self.max_body = settings.max_body_bytes
-        self.token_digest = hashlib.sha256(settings.token.encode('utf-8')).digest() if settings.token else None
+        self.verifier = auth.Verifier(settings.token, agent.agent_id)
         self.auth_reads = settings.auth_reads
         self._counts_lock = threading.Lock()
         self.request_counts = {}
         self.get_routes = {
             '/v1/health': self.get_health, '/v1/state': self.get_state, '/v1/containers': self.get_containers,
             '/v1/workflows': self.get_workflows, '/v1/claims': self.get_claims, '/v1/metrics': self.get_metrics,
-            '/v1/openapi.yaml': self.get_openapi, '/healthy': self.legacy_healthy, '/busy': self.legacy_busy,
+            '/v1/openapi.yaml': self.get_openapi, '/v1/nonce': self.get_nonce, '/healthy': self.legacy_healthy, '/busy': self.legacy_busy,
             '/workflows': self.legacy_workflows, '/containers': self.legacy_containers,
         }
         self.post_routes = {'/v1/claims': self.post_claim, '/v1/failures/ack': self.post_ack}
@@ -77,6 +82,8 @@ class Application:
             response = error(exc.status, exc.code, exc.message)
         except claims.ClaimError as exc:
             response = error(exc.status, exc.code, exc.message)
+        except auth.Refused as exc:
+            response = error(401, exc.code, exc.message, headers=[('WWW-Authenticate', auth.SCHEME)])
         except persist.StoreError as exc:
             LOG.error('state store failed', extra={'fields': {'error': str(exc)}})
             response = error(503, 'storage_error', 'the agent cannot persist its state; see its log')
@@ -96,16 +103,14 @@ class Application:
         path = environ.get('PATH_INFO', '') or '/'
         claim_match = CLAIM_PATH.match(path)
         if method == 'GET' and path in self.get_routes:
-            if self.auth_reads and not self.authorised(environ):
-                return self.unauthorised()
+            if self.auth_reads and path not in OPEN_READS:
+                self.verifier.check(environ, b'')
             return self.get_routes[path]()
         if method == 'POST' and path in self.post_routes:
-            if not self.authorised(environ):
-                return self.unauthorised()
+            self.authorise_mutation(environ)
             return self.post_routes[path](environ)
         if claim_match and method in ('PUT', 'DELETE'):
-            if not self.authorised(environ):
-                return self.unauthorised()
+            self.authorise_mutation(environ)
             handler = self.put_claim if method == 'PUT' else self.delete_claim
             return handler(environ, claim_match.group(1))
         allowed = self.allowed_methods(path, claim_match)
@@ -125,12 +130,20 @@ class Application:
         return allowed
 
     # -- auth and bodies -------------------------------------------------------
-    def authorised(self, environ):
-        return self.token_digest is None or token_matches(environ.get('HTTP_AUTHORIZATION'), self.token_digest)
+    def authorise_mutation(self, environ):
+        """JSON only, then the signature over the body.
 
-    @staticmethod
-    def unauthorised():
-        return error(401, 'unauthorized', 'a valid bearer token is required', headers=[('WWW-Authenticate', 'Bearer')])
+        A web page can make a browser POST a form or text/plain anywhere without asking (a
+        "simple" request), so a POST must say application/json, which only a CORS preflight
+        the agent never grants would allow. PUT and DELETE are never simple requests; they
+        need the type only when they carry a body (DELETE with X-Claim-Secret may have none).
+        """
+        body = self.read_body(environ)
+        if media_type(environ) != JSON_TYPE and (environ.get('REQUEST_METHOD') == 'POST' or body):
+            raise payloads.BadRequest('unsupported_media_type', 'mutations need Content-Type: application/json',
+                                      status=415)
+        environ['orchestra.body'] = body
+        self.verifier.check(environ, body)
 
     def read_body(self, environ):
         """The request body, refusing more than max_body_bytes before reading it when the length is known."""
@@ -155,11 +168,16 @@ class Application:
         return b''
 
     def json_body(self, environ, required):
-        return payloads.parse_json(self.read_body(environ), required)
+        raw = environ['orchestra.body'] if 'orchestra.body' in environ else self.read_body(environ)
+        return payloads.parse_json(raw, required)
 
     # -- reads -----------------------------------------------------------------
     def get_health(self):
         return json_response(200, self.agent.health())
+
+    def get_nonce(self):
+        return json_response(200, {'nonce': self.verifier.nonces.issue(), 'agent_id': self.agent.agent_id,
+                                   'expires_in': int(auth.NONCE_TTL), 'scheme': auth.SCHEME})
 
     def get_state(self):
         return json_response(200, self.agent.state())

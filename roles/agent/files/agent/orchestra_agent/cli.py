@@ -5,7 +5,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 
 from orchestra_agent import __version__, config, persist
 
@@ -43,6 +42,21 @@ def fail(code, message):
     return code
 
 
+def on_signal(http, signum):
+    LOG.info('stopping', extra={'fields': {'signal': signal.Signals(signum).name}})
+    http.stop()
+
+
+def warn_if_unguarded(settings):
+    """Without a token anyone who reaches the port can claim the host or clear its failures: say so loudly."""
+    if settings.token:
+        return
+    LOG.warning('MUTATIONS ARE UNGUARDED: no token is configured, so anyone who can reach this port can claim '
+                'this host, release or renew claims and acknowledge its failures. Set token or token_file '
+                '(the orchestra.fleet.agent role provisions one by default).',
+                extra={'fields': {'event': 'unguarded', 'auth': False}})
+
+
 def main(argv=None):
     # Deferred imports keep `--help` and config errors fast and independent of the SDKs.
     args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -62,29 +76,22 @@ def main(argv=None):
         http.prepare()
     except (OSError, ValueError) as exc:
         return fail(EXIT_RUNTIME, 'cannot listen on %s:%s: %s' % (settings.listen, settings.port, exc))
-    stopper = []
-
-    def on_signal(signum, _frame):
-        if not stopper:
-            LOG.info('stopping', extra={'fields': {'signal': signal.Signals(signum).name}})
-            stopper.append(threading.Thread(target=http.stop, name='stopper'))
-            stopper[0].start()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    # The loop is not running yet: a signal before it does only marks the server as stopping.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: on_signal(http, signum))
+    signal.signal(signal.SIGINT, lambda signum, _frame: on_signal(http, signum))
     watcher.start()
     host, port = http.bind_addr[:2]
     LOG.info('listening', extra={'fields': {'event': 'listening', 'listen': host, 'port': port, 'version': __version__,
                                             'tls': bool(settings.tls_cert), 'auth': bool(settings.token),
                                             'auth_reads': settings.auth_reads, 'labels': settings.labels,
+                                            'max_connections': http.max_connections,
                                             'docker_url': settings.docker_url, 'pid': os.getpid()}})
+    warn_if_unguarded(settings)
     # Everything allocated so far (modules, SDKs) lives until exit: keep it out of the
     # cyclic collector, so full collections stay short and do not stall requests.
     gc.collect()
     gc.freeze()
     http.serve()
-    for thread in stopper:
-        thread.join(timeout=10)
     watcher.stop()
     LOG.info('stopped', extra={'fields': {'event': 'stopped'}})
     return 0

@@ -22,6 +22,8 @@ DEFAULTS = {
     'max_body_bytes': 65536,
     'log_level': 'info',
     'threads': 8,
+    'max_connections': 512,
+    'request_timeout': 10,
 }
 LOG_LEVELS = ('debug', 'info', 'warning', 'error')
 TOKEN_ENV = 'ORCHESTRA_AGENT_TOKEN'
@@ -120,6 +122,8 @@ def validate(values):
     _check_int(values, 'max_claim_ttl', 1, 10 * 365 * 86400)
     _check_int(values, 'max_body_bytes', 1024, 64 * 1024 * 1024)
     _check_int(values, 'threads', 1, 256)
+    _check_int(values, 'max_connections', 16, 65536)
+    _check_int(values, 'request_timeout', 1, 3600)
     if not isinstance(values['auth_reads'], bool):
         raise ConfigError('auth_reads must be true or false, got %r' % (values['auth_reads'],))
     if values['log_level'] not in LOG_LEVELS:

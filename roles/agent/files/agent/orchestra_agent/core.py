@@ -4,6 +4,7 @@ HTTP-free, so the same answers can be tested without a server.
 """
 import logging
 import os
+import secrets
 import socket
 
 from orchestra_agent import __version__, acks, claims, clock, persist, workload
@@ -21,12 +22,31 @@ def directory_workflows(path):
         return []
 
 
+IDENTITY_FILE = 'identity.json'
+
+
+def load_identity(state_dir):
+    """This agent's id: random, made once and kept in the state dir, so it survives restarts and upgrades.
+
+    Signatures cover it: a request signed for one agent is refused by every other one.
+    """
+    path = os.path.join(state_dir, IDENTITY_FILE)
+    data = persist.read_json(path, None)
+    if data is None:
+        data = {'agent_id': secrets.token_hex(16)}
+        persist.write_json(path, data)
+    if not isinstance(data, dict) or not isinstance(data.get('agent_id'), str) or not data['agent_id']:
+        raise persist.StoreError('%s is not an identity file' % path)
+    return data['agent_id']
+
+
 class Agent:
     def __init__(self, settings, watcher, hostname=None):
         persist.ensure_dir(settings.state_dir)
         self.settings = settings
         self.watcher = watcher
         self.hostname = hostname or socket.gethostname()
+        self.agent_id = load_identity(settings.state_dir)
         self.claims = claims.ClaimStore(os.path.join(settings.state_dir, claims.FILE_NAME))
         self.acks = acks.AckStore(os.path.join(settings.state_dir, acks.FILE_NAME))
 
@@ -46,7 +66,8 @@ class Agent:
         return out
 
     def health(self):
-        return {'status': 'ok', 'version': __version__, 'docker': 'up' if self.watcher.snapshot.up else 'down'}
+        return {'status': 'ok', 'version': __version__, 'docker': 'up' if self.watcher.snapshot.up else 'down',
+                'agent_id': self.agent_id}
 
     def containers(self):
         keys = self.acks.keys

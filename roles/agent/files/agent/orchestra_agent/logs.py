@@ -25,6 +25,6 @@ def setup(level_name, stream=None):
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level_name.upper()))
-    # cheroot's and the SDK's own loggers are chatty at debug; keep them at warning.
-    for name in ('urllib3', 'docker', 'cheroot'):
+    # asyncio's and the SDK's own loggers are chatty at debug; keep them at warning.
+    for name in ('urllib3', 'docker', 'asyncio'):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

@@ -9,6 +9,9 @@ RUNNING_STATUSES = ('running', 'paused', 'restarting')
 ENDED_STATUSES = ('exited', 'dead')
 ZERO_TIME_PREFIX = '0001-01-01'
 STATE_ORDER = ('unknown', 'failed', 'busy', 'claimed', 'lazy')
+# Labels run_workflow puts on a container it starts for a claim (the fence at the resource).
+CLAIM_ID_LABEL = 'orchestra.claim.id'
+CLAIM_FENCE_LABEL = 'orchestra.claim.fence'
 
 
 def selectors(labels):
@@ -111,19 +114,63 @@ def _plural(count, word):
     return '%d %s%s' % (count, word, '' if count == 1 else 's')
 
 
+def _fence(text):
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def double_booking(records, claim):
+    """None, or {'reason', 'containers'} when running workload carries a claim that is not the live one.
+
+    A container started for a claim carries its id and fencing number. Running under any
+    other claim (a rival whose claim lapsed before its `docker run`), under the live claim's
+    id with another fencing number, or with claim labels while no claim is live means two
+    schedulers may have booked this host: it must never pass as lazy. Pure.
+    """
+    offenders = []
+    for rec in sorted(records, key=lambda item: item['name']):
+        labels = rec.get('labels') or {}
+        if not is_running(rec) or CLAIM_ID_LABEL not in labels:
+            continue
+        claim_id, fence = labels[CLAIM_ID_LABEL], _fence(labels.get(CLAIM_FENCE_LABEL))
+        if claim is None:
+            why = 'no claim is live'
+        elif claim_id != claim['id']:
+            why = 'the live claim is %s (fencing %s)' % (claim['id'], claim['fencing'])
+        elif fence != claim['fencing']:
+            why = 'its fence %s is not the live claim\'s %s' % (labels.get(CLAIM_FENCE_LABEL), claim['fencing'])
+        else:
+            continue
+        offenders.append(({'id': rec['id'], 'name': rec['name'], 'claim_id': claim_id, 'fence': fence}, why))
+    if not offenders:
+        return None
+    first, why = offenders[0]
+    reason = 'double booking: %s runs for claim %s (fence %s), but %s' % (first['name'], first['claim_id'],
+                                                                         first['fence'], why)
+    if len(offenders) > 1:
+        reason += ' (and %s more)' % _plural(len(offenders) - 1, 'container')
+    return {'reason': reason, 'containers': [item for item, _why in offenders]}
+
+
 def host_state(docker_up, docker_error, records, acks, claim, claim_until):
     """Decide the host state with precedence unknown > failed > busy > claimed > lazy.
 
     `claim` is the live claim (already checked for expiry) or None; `claim_until`
     its expiry as text. Returns the fields of /v1/state that depend on them.
     """
+    records = list(records)
     running = [rec for rec in records if is_running(rec)]
+    booking = double_booking(records, claim) if docker_up else None
     failures = sorted((rec for rec in records if is_unacknowledged_failure(rec, acks)), key=lambda rec: rec['name'])
     if not docker_up:
         state, reason = 'unknown', 'docker unreachable: %s' % (docker_error or 'not connected yet')
     elif failures:
         state = 'failed'
         reason = '%s: %s' % (_plural(len(failures), 'failed workflow'), ', '.join(describe_failure(rec) for rec in failures))
+    elif booking is not None:
+        state, reason = 'busy', booking['reason']  # its containers run: never lazy, never only "claimed"
     elif running:
         state = 'busy'
         reason = '%s running' % _plural(len(running), 'workload container')
@@ -139,6 +186,7 @@ def host_state(docker_up, docker_error, records, acks, claim, claim_until):
         'claimed': claim is not None,
         'running': len(running),
         'failed_workflows': len(failures),
+        'double_booking': booking,
     }
 
 
@@ -149,6 +197,8 @@ def claim_refusal(state_fields, claim_owner):
         return 'docker unreachable'
     if state == 'failed':
         return 'host has failed workflows'
+    if state_fields.get('double_booking'):
+        return 'host is double-booked: %s' % state_fields['double_booking']['reason']
     if state == 'busy':
         return 'host is busy'
     if claim_owner is not None:
