@@ -2,10 +2,6 @@
 # Copyright (c) orchestra.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 DOCUMENTATION = r'''
 name: fleet
 short_description: Fleet hosts grouped by what their orchestra agent says (lazy, busy, failed, claimed, ...)

@@ -8,14 +8,10 @@ Claims go out in waves no larger than the number still missing, so we never hold
 more than `count` hosts, even for a moment.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import random
 
 from ansible_collections.orchestra.fleet.plugins.module_utils import agent_client
-from ansible_collections.orchestra.fleet.plugins.module_utils.fleet_discovery import run_bounded
+from ansible_collections.orchestra.fleet.plugins.module_utils.pool import run_bounded
 
 CLAIM_KEYS = ('host', 'id', 'secret', 'fencing', 'owner', 'ttl', 'expires_at', 'created_at')
 
@@ -42,7 +38,7 @@ def _claim_record(host, answer, owner, ttl):
 
 
 def _try_claim(client_for, owner, ttl, note):
-    def attempt(host):
+    def attempt(host, _due=None):
         try:
             return _claim_record(host, client_for(host).create_claim(owner, ttl, note), owner, ttl)
         except agent_client.AgentConflict as exc:
@@ -59,7 +55,7 @@ def claim_hosts(candidates, count, owner, ttl, client_for, note=None, all_or_not
     remaining = list(candidates)
     attempt = _try_claim(client_for, owner, ttl, note)
 
-    def lost(host):
+    def lost(host, _started=True):
         # The POST may have reached the agent: if it was granted, the claim simply expires after `ttl`.
         return {'host': host, 'reason': 'no answer within %.1f s (a claim granted meanwhile expires after %d s)' % (timeout, ttl),
                 'state': None}
@@ -87,7 +83,7 @@ def release_claims(claims, client_for, concurrency=16, strict=True):
     With strict=True a refusal (wrong secret, stale fencing) or an unreachable agent raises ClaimError
     after every claim was tried.
     """
-    def release(claim):
+    def release(claim, _due=None):
         try:
             client_for(claim['host']).release_claim(claim['id'], claim['secret'], claim.get('fencing'))
             return {'host': claim['host'], 'id': claim['id'], 'released': True, 'reason': 'released'}
@@ -100,7 +96,7 @@ def release_claims(claims, client_for, concurrency=16, strict=True):
 
 def renew_claims(claims, ttl, client_for, concurrency=16):
     """Extend each claim by `ttl` seconds; any failure (expired, wrong secret, stale fencing) raises ClaimError."""
-    def renew(claim):
+    def renew(claim, _due=None):
         try:
             answer = client_for(claim['host']).renew_claim(claim['id'], claim['secret'], ttl=ttl, fencing=claim.get('fencing'))
         except agent_client.AgentError as exc:
@@ -117,7 +113,7 @@ def _apply(claims, action, concurrency, strict, verb):
         if missing:
             raise ClaimError('cannot %s a claim without %s: %s' % (verb, ', '.join(missing), claim.get('id') or claim.get('host')))
     results = run_bounded(claims, action, concurrency, 30.0,
-                          lambda claim: {'host': claim['host'], 'id': claim['id'], 'reason': 'no answer', 'error': True})
+                          lambda claim, _started: {'host': claim['host'], 'id': claim['id'], 'reason': 'no answer', 'error': True})
     ordered = [results[index] for index in range(len(claims))]
     errors = [r for r in ordered if isinstance(r, Exception) or r.get('error')]
     if strict and errors:
@@ -127,12 +123,12 @@ def _apply(claims, action, concurrency, strict, verb):
 
 def plan_claims(candidates, count, client_for, concurrency=16):
     """Check mode: which candidates would be claimed now (lazy per their agents), without claiming."""
-    def look(host):
+    def look(host, _due=None):
         try:
             return {'host': host, 'state': client_for(host).state()['state']}
         except agent_client.AgentError as exc:
             return {'host': host, 'state': None, 'reason': str(exc)}
-    results = run_bounded(candidates, look, concurrency, 30.0, lambda host: {'host': host, 'state': None, 'reason': 'no answer'})
+    results = run_bounded(candidates, look, concurrency, 30.0, lambda host, _started: {'host': host, 'state': None, 'reason': 'no answer'})
     would, skipped = [], []
     for index in range(len(candidates)):
         outcome = results[index]

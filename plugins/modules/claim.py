@@ -3,10 +3,6 @@
 # Copyright (c) orchestra.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 DOCUMENTATION = r'''
 module: claim
 short_description: Claim, renew or release lazy fleet hosts through their orchestra agents

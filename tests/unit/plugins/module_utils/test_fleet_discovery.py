@@ -4,9 +4,6 @@ Classification runs against real sockets on 127.0.0.0/8 (every 127.x address is 
 one misbehaving server per address, all on the same port, as on a real fleet.
 """
 import socket
-import threading
-import time
-
 import pytest
 
 from ansible_collections.orchestra.fleet.plugins.module_utils import fleet_discovery as fd
@@ -67,36 +64,6 @@ def test_env_list():
     assert fd.env_list('10.0.0.0/24, 10.1.0.0/24  h1') == ['10.0.0.0/24', '10.1.0.0/24', 'h1']
     assert fd.env_list(['a ', 'b']) == ['a', 'b']
     assert fd.env_list(None) == []
-
-
-# ---------------------------------------------------------------- pool
-
-def test_run_bounded_respects_worker_limit_and_deadline():
-    active, peak = [0], [0]
-    lock = threading.Lock()
-    release = threading.Event()
-
-    def work(item):
-        with lock:
-            active[0] += 1
-            peak[0] = max(peak[0], active[0])
-        if item == 'stuck':
-            release.wait(30)  # abandoned by the watchdog
-        else:
-            time.sleep(0.05)
-        with lock:
-            active[0] -= 1
-        if item == 'boom':
-            raise RuntimeError('bug')
-        return item.upper()
-
-    items = ['a', 'stuck', 'b', 'c', 'boom', 'd', 'e']
-    results = fd.run_bounded(items, work, 3, 0.5, lambda item: 'TIMEOUT ' + item)
-    release.set()
-    assert results[1] == 'TIMEOUT stuck'
-    assert [results[i] for i in (0, 2, 3, 5, 6)] == ['A', 'B', 'C', 'D', 'E']
-    assert isinstance(results[4], RuntimeError)
-    assert peak[0] <= 4  # 3 workers + 1 replacement for the abandoned thread
 
 
 # ---------------------------------------------------------------- sweep and classification
@@ -166,7 +133,10 @@ def test_discover_classifies_every_kind_of_host(fleet):
     assert 'no answer within 1.0 s' in by_name['127.0.0.17']['reason']
     assert 'legacy agent' in by_name['127.0.0.18']['reason']
     assert 'token' in by_name['127.0.0.19']['reason']
-    assert 'SSH answers' in by_name['127.0.0.20']['reason']
+    # Reasons name the ports really used (issue 16: it always said "SSH port 22").
+    assert by_name['127.0.0.20']['reason'] == 'no agent on port %d (refused), SSH port %d answers' % (port, ssh_port)
+    assert by_name['127.0.0.30']['reason'] == 'agent port %d: refused, SSH port %d: refused' % (port, ssh_port)
+    assert by_name['127.0.0.17']['reason'].startswith('agent port %d: no complete answer within 1.0 s' % port)
     assert 'does not resolve' in by_name['no-such-host.invalid']['reason']
     assert by_name['127.0.0.12']['reason'].startswith('claimed by sched-a')
 
@@ -201,11 +171,3 @@ def test_flags_that_hold_together_put_a_host_in_each_group():
     assert fd.select_states(reports, ['busy']) == [failed_and_busy, claimed_and_busy]
     assert fd.select_states(reports, ['claimed']) == [claimed_and_busy]
     assert fd.select_states(reports, ['lazy']) == [lazy]
-
-
-def test_pool_results_finished_before_collect_are_not_overdue():
-    pool = fd.DeadlinePool(lambda item: item * 2, 4, 0.2, lambda item: 'TIMEOUT')
-    for index in range(20):
-        pool.submit(index, index)
-    time.sleep(0.5)  # the caller is busy elsewhere (the sweep) long after the work finished
-    assert pool.collect() == dict((index, index * 2) for index in range(20))
