@@ -65,6 +65,7 @@ compose:
 
 from ansible.errors import AnsibleError, AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+from ansible.utils.unsafe_proxy import wrap_var
 
 from ansible_collections.orchestra.fleet.plugins.module_utils import agent_client
 from ansible_collections.orchestra.fleet.plugins.module_utils import fleet_discovery
@@ -126,12 +127,15 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             host = self.inventory.add_host(report['name'], group=report['state'])
             for group in fleet_discovery.groups_of(report)[1:]:
                 self.inventory.add_child(group, host)
-            lean = fleet_discovery.host_vars(report)
+            # Everything below came from the network (an agent, or whatever answered on its port): marked
+            # unsafe so that no core ever templates it. ansible-core 2.19 trusts no inventory string anyway;
+            # 2.16 to 2.18 would run a Jinja payload in a reason as soon as a play or compose reads it.
+            lean = wrap_var(fleet_discovery.host_vars(report))
             if report.get('address') and report['address'] != report['name']:
-                lean['ansible_host'] = report['address']
+                lean['ansible_host'] = wrap_var(report['address'])
             for key, value in lean.items():
                 self.inventory.set_variable(host, key, value)
-            full = dict(lean, orchestra_agent=report.get('agent') or {}, orchestra_address=report.get('address'))
+            full = dict(lean, orchestra_agent=wrap_var(report.get('agent') or {}), orchestra_address=wrap_var(report.get('address')))
             self._set_composite_vars(self.get_option('compose'), full, host, strict=strict)
             self._add_host_to_composed_groups(self.get_option('groups'), full, host, strict=strict)
             self._add_host_to_keyed_groups(self.get_option('keyed_groups'), full, host, strict=strict)

@@ -50,6 +50,7 @@ _raw:
 
 from ansible.errors import AnsibleError
 from ansible.plugins.lookup import LookupBase
+from ansible.utils.unsafe_proxy import wrap_var
 from ansible.utils.display import Display
 
 from ansible_collections.orchestra.fleet.plugins.module_utils import agent_client
@@ -74,7 +75,8 @@ class LookupModule(LookupBase):
             fleet_discovery.discover(targets, warnings=warnings, **fleet_discovery.probe_options(self.get_option)), states)
         for warning in warnings:
             display.warning('orchestra.fleet.fleet_hosts: %s' % warning)
+        # Agent strings are never templated: unsafe on every core, whatever allow_unsafe_lookups says.
         if self.get_option('details'):
-            return [dict((key, report.get(key)) for key in ('name', 'address', 'state', 'reason', 'agent_url', 'agent'))
-                    for report in reports]
-        return [report['name'] for report in reports]
+            return wrap_var([dict((key, report.get(key)) for key in ('name', 'address', 'state', 'reason', 'agent_url', 'agent'))
+                             for report in reports])
+        return wrap_var([report['name'] for report in reports])
