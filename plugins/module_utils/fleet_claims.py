@@ -50,8 +50,12 @@ def _try_claim(client_for, owner, ttl, note):
 
 
 def claim_hosts(candidates, count, owner, ttl, client_for, note=None, all_or_nothing=False, concurrency=16, timeout=5.0):
-    """Claim up to `count` of `candidates` (in order). Returns dict(claims, skipped, released, complete)."""
-    claims, skipped = [], []
+    """Claim up to `count` of `candidates` (in order). Returns dict(claims, unclaimed, released, complete).
+
+    `unclaimed` (not `skipped`, which Ansible reads as "the task was skipped") lists the candidates
+    asked but not granted, each with the agent's reason.
+    """
+    claims, unclaimed = [], []
     remaining = list(candidates)
     attempt = _try_claim(client_for, owner, ttl, note)
 
@@ -68,13 +72,13 @@ def claim_hosts(candidates, count, owner, ttl, client_for, note=None, all_or_not
             outcome = results[index]
             if isinstance(outcome, Exception):
                 outcome = {'host': wave[index], 'reason': 'claim failed: %s' % outcome, 'state': None}
-            (claims if 'id' in outcome else skipped).append(outcome)
+            (claims if 'id' in outcome else unclaimed).append(outcome)
     complete = len(claims) >= count
     released = []
     if claims and not complete and all_or_nothing:
         released = release_claims(claims, client_for, concurrency=concurrency, strict=False)
         claims = []
-    return {'claims': claims, 'skipped': skipped, 'released': released, 'complete': complete}
+    return {'claims': claims, 'unclaimed': unclaimed, 'released': released, 'complete': complete}
 
 
 def release_claims(claims, client_for, concurrency=16, strict=True):
@@ -95,14 +99,17 @@ def release_claims(claims, client_for, concurrency=16, strict=True):
 
 
 def renew_claims(claims, ttl, client_for, concurrency=16):
-    """Extend each claim by `ttl` seconds; any failure (expired, wrong secret, stale fencing) raises ClaimError."""
+    """Extend each claim by `ttl` seconds; any failure (expired, wrong secret, stale fencing) raises ClaimError.
+
+    The renewed records carry no secret: it does not change, and the caller already holds it.
+    """
     def renew(claim, _due=None):
         try:
             answer = client_for(claim['host']).renew_claim(claim['id'], claim['secret'], ttl=ttl, fencing=claim.get('fencing'))
         except agent_client.AgentError as exc:
             return {'host': claim['host'], 'id': claim['id'], 'reason': str(exc), 'error': True}
         record = _claim_record(claim['host'], answer, claim.get('owner'), ttl)
-        record['secret'] = claim['secret']  # the agent does not echo it
+        record.pop('secret', None)
         return record
     return _apply(claims, renew, concurrency, True, 'renew')
 
@@ -129,15 +136,15 @@ def plan_claims(candidates, count, client_for, concurrency=16):
         except agent_client.AgentError as exc:
             return {'host': host, 'state': None, 'reason': str(exc)}
     results = run_bounded(candidates, look, concurrency, 30.0, lambda host, _started: {'host': host, 'state': None, 'reason': 'no answer'})
-    would, skipped = [], []
+    would, unclaimed = [], []
     for index in range(len(candidates)):
         outcome = results[index]
         if isinstance(outcome, dict) and outcome.get('state') == 'lazy' and len(would) < count:
             would.append(outcome['host'])
         elif isinstance(outcome, dict) and outcome.get('state') != 'lazy':
-            skipped.append({'host': outcome['host'], 'reason': outcome.get('reason') or 'host is %s' % outcome['state'],
+            unclaimed.append({'host': outcome['host'], 'reason': outcome.get('reason') or 'host is %s' % outcome['state'],
                             'state': outcome.get('state')})
-    return {'would_claim': would, 'skipped': skipped, 'complete': len(would) >= count}
+    return {'would_claim': would, 'unclaimed': unclaimed, 'complete': len(would) >= count}
 
 
 def existing_claims(claims, client_for):

@@ -180,7 +180,7 @@ def test_plays_over_hostvars_lookup_and_claim_results_execute_nothing(agents):
       ignore_errors: true
     - name: Print both claim results
       ansible.builtin.debug:
-        msg: "{{ granted.claims }} {{ refused.msg }} {{ refused.unclaimed | default(refused.skipped | default('')) }}"
+        msg: "{{ granted.claims }} {{ refused.msg }} {{ refused.unclaimed }}"
     - name: Print the refusal through a template
       ansible.builtin.debug:
         msg: "why: {{ refused.msg }}"

@@ -4,6 +4,7 @@ Classification runs against real sockets on 127.0.0.0/8 (every 127.x address is 
 one misbehaving server per address, all on the same port, as on a real fleet.
 """
 import socket
+import time
 import pytest
 
 from ansible_collections.orchestra.fleet.plugins.module_utils import fleet_discovery as fd
@@ -171,3 +172,54 @@ def test_flags_that_hold_together_put_a_host_in_each_group():
     assert fd.select_states(reports, ['busy']) == [failed_and_busy, claimed_and_busy]
     assert fd.select_states(reports, ['claimed']) == [claimed_and_busy]
     assert fd.select_states(reports, ['lazy']) == [lazy]
+
+
+def test_a_drip_server_cannot_overrun_the_timeout_and_a_huge_body_is_refused(free_port):
+    """A drip server keeps every recv() busy well within the read timeout, so only the run's deadline
+    stops it; the old pool let it run for its 0.5 s grace past `timeout`."""
+    servers = [MisbehavingServer('drip', '127.0.0.51', free_port).start(),
+               MisbehavingServer('bigbody', '127.0.0.52', free_port).start()]
+    try:
+        began = time.monotonic()
+        reports = fd.discover(fd.expand_sources(hosts=['127.0.0.51', '127.0.0.52']), port=free_port, timeout=1.0, ssh_port=0)
+        elapsed = time.monotonic() - began
+    finally:
+        for server in servers:
+            server.stop()
+    drip, big = reports
+    assert drip['state'] == 'unreachable' and drip['reason'] == 'agent port %d: no complete answer within 1.0 s' % free_port
+    assert big['state'] == 'invalid' and 'larger than' in big['reason']
+    assert elapsed < 1.45, elapsed  # the deadline itself plus the watchdog's tick, no grace
+
+
+def test_double_booking_outranks_the_agent_state_and_groups_the_host(free_port):
+    """The agent reports a workload whose claim labels are stale or foreign as `double_booking` (its own
+    branch); such a host is never lazy, never handed out, and says why."""
+    doc = dict(LAZY, state='busy', reason='1 workload container running', busy=True, running=1,
+               double_booking={'reason': 'container wf-1 runs under claim c7 (fence 4), the claim now is c9 (fence 5)',
+                               'containers': ['wf-1']})
+    quiet = dict(LAZY, double_booking=None)
+    servers = [MisbehavingServer('json', '127.0.0.53', free_port, routes={'/v1/state': (200, doc)}).start(),
+               MisbehavingServer('json', '127.0.0.54', free_port, routes={'/v1/state': (200, quiet)}).start()]
+    try:
+        booked, calm = fd.discover(fd.expand_sources(hosts=['127.0.0.53', '127.0.0.54']), port=free_port, timeout=1.0, ssh_port=0)
+    finally:
+        for server in servers:
+            server.stop()
+    assert booked['state'] == 'double_booked'
+    assert booked['reason'] == 'double booking: container wf-1 runs under claim c7 (fence 4), the claim now is c9 (fence 5)'
+    assert fd.groups_of(booked) == ['double_booked', 'busy']
+    assert fd.host_vars(booked)['orchestra_double_booking']['containers'] == ['wf-1']
+    assert calm['state'] == 'lazy' and 'orchestra_double_booking' not in fd.host_vars(calm)
+    assert fd.select_states([booked, calm], ['lazy']) == [calm]
+    assert fd.select_states([booked, calm], ['double_booked']) == [booked]
+
+
+@pytest.mark.parametrize('value, reason', [
+    ('wf-2 has a foreign claim', 'wf-2 has a foreign claim'),
+    ({'message': 'stale fence 3'}, 'stale fence 3'),
+    ({}, 'a workload carries a stale or foreign claim'),
+    (None, None), (False, None),
+])
+def test_double_booking_reason_shapes(value, reason):
+    assert fd.double_booking_reason(value) == reason
