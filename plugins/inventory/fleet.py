@@ -9,14 +9,18 @@ version_added: 0.1.0
 description:
   - Scans subnets, host lists and the original tool's cache file for orchestra agents, asks each agent for its
     state and puts every host that answers into the group of its state, one of V(lazy), V(busy), V(failed),
-    V(claimed), V(unknown) (the agent cannot see Docker), V(unprovisioned) (SSH answers, the agent port does not),
-    V(unreachable) or V(invalid) (something answered, but not the agent protocol).
+    V(claimed), V(unknown) (the agent cannot see Docker), V(double_booked) (the agent reports a workload running
+    under a stale or foreign claim; outranks every other state), V(unprovisioned) (SSH answers, the agent port
+    does not), V(unreachable) or V(invalid) (something answered, but not the agent protocol).
   - A host is also put in each of V(failed), V(busy) and V(claimed) whose flag its agent reports, because those
     can hold together (a claimed host running its workflow is busy and claimed); V(lazy) stays exclusive.
   - Each host gets lean variables prefixed C(orchestra_), among them C(orchestra_state) and C(orchestra_reason),
     the one-line reason for its group. O(compose), O(groups) and O(keyed_groups) also see the agent's whole
     state document as C(orchestra_agent).
-  - A dead, slow or lying host never fails or stalls the run; a bad configuration is a parse error.
+  - A dead, slow or lying host never fails or stalls the run: every host has O(timeout) from the moment its agent
+    port accepted, so however many hosts hang the run ends within O(timeout) of the end of the TCP sweep.
+    A bad configuration is a parse error.
+  - Every value that comes from an agent is marked unsafe (never templated), on every supported ansible-core.
   - The configuration file name must end in C(.orchestra.yml) or C(.orchestra.yaml).
 author:
   - orchestra.fleet developers (@orchestra-fleet)

@@ -10,7 +10,9 @@ description:
   - Scans the same sources as the P(orchestra.fleet.fleet#inventory) inventory plugin and returns the hosts
     in any of the groups named by the terms (grouped as the inventory plugin does), in source order.
     The old C(orchestra lazy) command inside a playbook.
-  - States are V(lazy), V(busy), V(failed), V(claimed), V(unknown), V(unprovisioned), V(unreachable) and V(invalid).
+  - States are V(lazy), V(busy), V(failed), V(claimed), V(unknown), V(double_booked), V(unprovisioned), V(unreachable)
+    and V(invalid).
+  - The results are marked unsafe: nothing an agent sends is ever templated.
 author:
   - orchestra.fleet developers (@orchestra-fleet)
 requirements:
