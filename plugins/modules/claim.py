@@ -122,8 +122,8 @@ claims:
   description:
     - The claims now held (O(state=claimed) or O(state=renewed)). Pass those of O(state=claimed) to O(state=renewed)
       and O(state=released) later.
-    - With O(state=claimed) each carries its C(secret): keep that task's output out of logs (C(no_log) on the task;
-      the registered variable keeps the secret). Renewed claims carry no C(secret).
+    - With O(state=claimed) each carries its C(secret). Keep that task's output out of logs with C(no_log) on the
+      task (the registered variable keeps the secret). Renewed claims carry no C(secret).
   returned: success
   type: list
   elements: dict
