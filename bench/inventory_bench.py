@@ -6,12 +6,15 @@ real agents in them, tears everything down at the end):
     .venv/bin/python bench/inventory_bench.py            # both scenarios
     .venv/bin/python bench/inventory_bench.py --only a   # the /24 only
 
-(a) a /24: 20 real agents, every other address dead (the bridge's own address, the
-    control node, is excluded for every method). `ansible-inventory --graph` with this
-    collection's plugin and with community.general.nmap (same subnet, same port, discovery
-    only), side by side, `--repeat` times each; the original CLI's method (serial HTTP GET
-    /busy with a 2 s timeout) is measured on a sample of live and dead addresses and
-    extrapolated to the whole subnet.
+(a) a /24: 20 real agents, 6 misbehaving servers on the agent port (tarpit, drip, reset,
+    HTML, a 10 MB body, garbage; tests/support/misbehaving.py) and every other address dead
+    (the bridge's own address, the control node, is excluded for every method).
+    `ansible-inventory --graph` with this collection's plugin (at its default `timeout` of
+    2 s and at `--lan-timeout`, a LAN setting) and with community.general.nmap (same subnet,
+    same port, discovery only), side by side, `--repeat` rounds, interleaved; the original
+    CLI's method (serial HTTP GET /busy with a 2 s timeout) is measured on a sample of live
+    and dead addresses and extrapolated to the whole subnet. A tarpit or drip server holds
+    our plugin for one `timeout` (the whole run shares one deadline); nmap only scans ports.
 (b) a /16: 50 real agents spread over the range; the plugin only (nmap is not a target
     here), plus the extrapolated original method.
 
@@ -44,6 +47,7 @@ sys.path.insert(0, os.path.join(ROOT, 'build', 'bench-collections'))
 BENCH_VENV = os.path.join(ROOT, 'build', 'bench-venv')
 BENCH_COLLECTIONS = os.path.join(ROOT, 'build', 'bench-collections')
 PORT = 9009
+MISBEHAVING = ('tarpit', 'drip', 'reset', 'html', 'bigbody', 'garbage')
 
 
 # ------------------------------------------------------------------ set-up
@@ -67,6 +71,16 @@ def stage_collection():
             os.makedirs(os.path.dirname(os.path.join(dest, name)), exist_ok=True)
             shutil.copy2(os.path.join(ROOT, name), os.path.join(dest, name))
     return BENCH_COLLECTIONS
+
+
+def start_misbehaving(lab, modes):
+    """One namespace per misbehaving server, at the top of the subnet (the agents start at .2)."""
+    hosts = []
+    for index, mode in enumerate(modes):
+        host = lab.add_host('m%d' % index, addresses=[str(lab.subnet.broadcast_address - 1 - index)])
+        lab.misbehaving(host, mode, port=PORT)
+        hosts.append((mode, host.address))
+    return hosts
 
 
 def start_fleet(lab, count, spread):
@@ -173,9 +187,11 @@ def write_config(directory, name, config):
     return path
 
 
-def scenario(label, lab, agents_count, bin_dir, collections, repeat, with_nmap, sample, workdir, tune_arp=False):
+def scenario(label, lab, agents_count, bin_dir, collections, repeat, with_nmap, sample, workdir, tune_arp=False,
+             misbehaving=(), lan_timeout=None):
     addresses, agents = start_fleet(lab, agents_count, spread=lab.subnet.prefixlen < 24)
     try:
+        odd = start_misbehaving(lab, misbehaving)
         # The original method is sampled with the kernel's default ARP behaviour, as its users ran it.
         live_mean, dead_mean, live_n, dead_n = original_method(addresses, list(dead_addresses(lab, addresses)), sample)
         if tune_arp:
@@ -186,6 +202,11 @@ def scenario(label, lab, agents_count, bin_dir, collections, repeat, with_nmap, 
             'plugin': 'orchestra.fleet.fleet', 'subnets': [str(lab.subnet)], 'exclude': [lab.gateway], 'port': PORT})
         inventory = os.path.join(bin_dir, 'ansible-inventory')
         commands = [('orchestra.fleet.fleet', [inventory, '-i', fleet_cfg, '--graph'])]
+        if lan_timeout:
+            lan_cfg = write_config(workdir, 'bench%s-lan.orchestra.yml' % label, {
+                'plugin': 'orchestra.fleet.fleet', 'subnets': [str(lab.subnet)], 'exclude': [lab.gateway], 'port': PORT,
+                'timeout': lan_timeout})
+            commands.append(('orchestra.fleet.fleet timeout=%s' % lan_timeout, [inventory, '-i', lan_cfg, '--graph']))
         if with_nmap:
             nmap_cfg = write_config(workdir, 'bench%s.nmap.yml' % label, {
                 'plugin': 'community.general.nmap', 'address': str(lab.subnet), 'exclude': [lab.gateway],
@@ -205,12 +226,19 @@ def scenario(label, lab, agents_count, bin_dir, collections, repeat, with_nmap, 
             rows = runs[name]
             results.append({'name': name, 'wall': statistics.median(r['wall'] for r in rows), 'output': rows[-1]['output'],
                             'cpu': statistics.median(r['cpu'] for r in rows), 'rss': max(r['rss'] for r in rows), 'runs': len(rows)})
-        found = graph_hosts(results[0]['output'], 'lazy')
-        results[0]['classified'] = '%d/%d agents lazy, ARP table overflows: %s' % (len(found & set(addresses)), len(addresses), drops)
-        if with_nmap:
-            results[1]['classified'] = '%d/%d agents found, not classified' % (
-                len(graph_hosts(results[1]['output']) & set(addresses)), len(addresses))
-            results[2]['classified'] = 'no scan'
+        odd_addresses = set(address for _mode, address in odd)
+        for row in results:
+            if row['name'].startswith('orchestra.fleet.fleet'):
+                found = graph_hosts(row['output'], 'lazy')
+                flagged = (graph_hosts(row['output'], 'unreachable') | graph_hosts(row['output'], 'invalid')) & odd_addresses
+                row['classified'] = '%d/%d agents lazy, %d/%d misbehaving unreachable/invalid, ARP table overflows: %s' % (
+                    len(found & set(addresses)), len(addresses), len(flagged), len(odd_addresses), drops)
+            elif row['name'] == 'community.general.nmap':
+                row['classified'] = '%d/%d agents and %d/%d misbehaving found, not classified' % (
+                    len(graph_hosts(row['output']) & set(addresses)), len(addresses),
+                    len(graph_hosts(row['output']) & odd_addresses), len(odd_addresses))
+            else:
+                row['classified'] = 'no scan'
         extrapolated = live_mean * len(addresses) + dead_mean * (total - len(addresses))
         results.append({'name': 'original CLI (serial, 2 s)', 'wall': extrapolated, 'cpu': None, 'rss': None, 'runs': 0,
                         'classified': 'extrapolated from %d live (%.3f s) + %d dead (%.2f s) probes' % (
@@ -231,17 +259,18 @@ def dead_addresses(lab, live):
                 return
 
 
-def print_table(title, results, total, agents):
-    print('\n%s: %d addresses scanned, %d agents' % (title, total, agents))
+def print_table(title, results, total, agents, misbehaving=()):
+    print('\n%s: %d addresses scanned, %d agents%s' % (title, total, agents,
+                                                       ', misbehaving: %s' % ', '.join(misbehaving) if misbehaving else ''))
     print('%-30s %10s %9s %10s  %s' % ('method (median of runs)', 'wall s', 'cpu s', 'peak MiB', 'hosts'))
     for row in results:
         cpu = '-' if row['cpu'] is None else '%.2f' % row['cpu']
         rss = '-' if row['rss'] is None else '%.0f' % row['rss']
         print('%-30s %10.2f %9s %10s  %s' % (row['name'], row['wall'], cpu, rss, row['classified']))
-    ours = results[0]['wall']
-    for row in results[1:]:
-        if not row['name'].startswith('('):
-            print('  orchestra.fleet.fleet is %.1fx faster than %s' % (row['wall'] / ours, row['name']))
+    for mine in [row for row in results if row['name'].startswith('orchestra.fleet.fleet')]:
+        for row in results:
+            if not row['name'].startswith(('(', 'orchestra.fleet.fleet')):
+                print('  %s is %.2fx faster than %s' % (mine['name'], row['wall'] / mine['wall'], row['name']))
 
 
 def main():
@@ -249,6 +278,9 @@ def main():
     parser.add_argument('--only', choices=('a', 'b'))
     parser.add_argument('--repeat', type=int, default=5)
     parser.add_argument('--sample', type=int, default=3, help='probes per kind for the original method')
+    parser.add_argument('--lan-timeout', type=float, default=0.5,
+                        help='(a) also run the plugin with this `timeout` (a LAN setting; 0 to skip)')
+    parser.add_argument('--no-misbehaving', action='store_true', help='(a) without the six misbehaving servers')
     parser.add_argument('--default-arp', action='store_true',
                         help='(b) keep the kernel default ARP probing on the lab bridge (3 probes 1 s apart) instead of 1 x 100 ms')
     args = parser.parse_args()
@@ -261,8 +293,10 @@ def main():
     try:
         if args.only in (None, 'a'):
             with NetnsLab('bna') as lab:
-                results, total, agents = scenario('a', lab, 20, bin_dir, collections, args.repeat, True, args.sample, workdir)
-            print_table('(a) /24', results, total, agents)
+                odd = () if args.no_misbehaving else MISBEHAVING
+                results, total, agents = scenario('a', lab, 20, bin_dir, collections, args.repeat, True, args.sample, workdir,
+                                                  misbehaving=odd, lan_timeout=args.lan_timeout or None)
+            print_table('(a) /24', results, total, agents, odd)
         if args.only in (None, 'b'):
             with NetnsLab('bnb', ['10.79.0.0/16', '10.81.0.0/16', '10.83.0.0/16']) as lab:
                 results, total, agents = scenario('b', lab, 50, bin_dir, collections, 1, False, args.sample, workdir,

@@ -2,10 +2,6 @@
 # Copyright (c) orchestra.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 DOCUMENTATION = r'''
 name: fleet
 short_description: Fleet hosts grouped by what their orchestra agent says (lazy, busy, failed, claimed, ...)
@@ -13,14 +9,18 @@ version_added: 0.1.0
 description:
   - Scans subnets, host lists and the original tool's cache file for orchestra agents, asks each agent for its
     state and puts every host that answers into the group of its state, one of V(lazy), V(busy), V(failed),
-    V(claimed), V(unknown) (the agent cannot see Docker), V(unprovisioned) (SSH answers, the agent port does not),
-    V(unreachable) or V(invalid) (something answered, but not the agent protocol).
+    V(claimed), V(unknown) (the agent cannot see Docker), V(double_booked) (the agent reports a workload running
+    under a stale or foreign claim; outranks every other state), V(unprovisioned) (SSH answers, the agent port
+    does not), V(unreachable) or V(invalid) (something answered, but not the agent protocol).
   - A host is also put in each of V(failed), V(busy) and V(claimed) whose flag its agent reports, because those
     can hold together (a claimed host running its workflow is busy and claimed); V(lazy) stays exclusive.
   - Each host gets lean variables prefixed C(orchestra_), among them C(orchestra_state) and C(orchestra_reason),
     the one-line reason for its group. O(compose), O(groups) and O(keyed_groups) also see the agent's whole
     state document as C(orchestra_agent).
-  - A dead, slow or lying host never fails or stalls the run; a bad configuration is a parse error.
+  - A dead, slow or lying host never fails or stalls the run: every host has O(timeout) from the moment its agent
+    port accepted, so however many hosts hang the run ends within O(timeout) of the end of the TCP sweep.
+    A bad configuration is a parse error.
+  - Every value that comes from an agent is marked unsafe (never templated), on every supported ansible-core.
   - The configuration file name must end in C(.orchestra.yml) or C(.orchestra.yaml).
 author:
   - orchestra.fleet developers (@orchestra-fleet)
@@ -69,6 +69,7 @@ compose:
 
 from ansible.errors import AnsibleError, AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+from ansible.utils.unsafe_proxy import wrap_var
 
 from ansible_collections.orchestra.fleet.plugins.module_utils import agent_client
 from ansible_collections.orchestra.fleet.plugins.module_utils import fleet_discovery
@@ -130,12 +131,15 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             host = self.inventory.add_host(report['name'], group=report['state'])
             for group in fleet_discovery.groups_of(report)[1:]:
                 self.inventory.add_child(group, host)
-            lean = fleet_discovery.host_vars(report)
+            # Everything below came from the network (an agent, or whatever answered on its port): marked
+            # unsafe so that no core ever templates it. ansible-core 2.19 trusts no inventory string anyway;
+            # 2.16 to 2.18 would run a Jinja payload in a reason as soon as a play or compose reads it.
+            lean = wrap_var(fleet_discovery.host_vars(report))
             if report.get('address') and report['address'] != report['name']:
-                lean['ansible_host'] = report['address']
+                lean['ansible_host'] = wrap_var(report['address'])
             for key, value in lean.items():
                 self.inventory.set_variable(host, key, value)
-            full = dict(lean, orchestra_agent=report.get('agent') or {}, orchestra_address=report.get('address'))
+            full = dict(lean, orchestra_agent=wrap_var(report.get('agent') or {}), orchestra_address=wrap_var(report.get('address')))
             self._set_composite_vars(self.get_option('compose'), full, host, strict=strict)
             self._add_host_to_composed_groups(self.get_option('groups'), full, host, strict=strict)
             self._add_host_to_keyed_groups(self.get_option('keyed_groups'), full, host, strict=strict)

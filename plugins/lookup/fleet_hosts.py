@@ -2,10 +2,6 @@
 # Copyright (c) orchestra.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 DOCUMENTATION = r'''
 name: fleet_hosts
 short_description: Fleet hosts in a given state (lazy, busy, failed, ...), asked from their agents
@@ -14,7 +10,9 @@ description:
   - Scans the same sources as the P(orchestra.fleet.fleet#inventory) inventory plugin and returns the hosts
     in any of the groups named by the terms (grouped as the inventory plugin does), in source order.
     The old C(orchestra lazy) command inside a playbook.
-  - States are V(lazy), V(busy), V(failed), V(claimed), V(unknown), V(unprovisioned), V(unreachable) and V(invalid).
+  - States are V(lazy), V(busy), V(failed), V(claimed), V(unknown), V(double_booked), V(unprovisioned), V(unreachable)
+    and V(invalid).
+  - The results are marked unsafe: nothing an agent sends is ever templated.
 author:
   - orchestra.fleet developers (@orchestra-fleet)
 requirements:
@@ -54,6 +52,7 @@ _raw:
 
 from ansible.errors import AnsibleError
 from ansible.plugins.lookup import LookupBase
+from ansible.utils.unsafe_proxy import wrap_var
 from ansible.utils.display import Display
 
 from ansible_collections.orchestra.fleet.plugins.module_utils import agent_client
@@ -78,7 +77,8 @@ class LookupModule(LookupBase):
             fleet_discovery.discover(targets, warnings=warnings, **fleet_discovery.probe_options(self.get_option)), states)
         for warning in warnings:
             display.warning('orchestra.fleet.fleet_hosts: %s' % warning)
+        # Agent strings are never templated: unsafe on every core, whatever allow_unsafe_lookups says.
         if self.get_option('details'):
-            return [dict((key, report.get(key)) for key in ('name', 'address', 'state', 'reason', 'agent_url', 'agent'))
-                    for report in reports]
-        return [report['name'] for report in reports]
+            return wrap_var([dict((key, report.get(key)) for key in ('name', 'address', 'state', 'reason', 'agent_url', 'agent'))
+                             for report in reports])
+        return wrap_var([report['name'] for report in reports])

@@ -8,14 +8,10 @@ Claims go out in waves no larger than the number still missing, so we never hold
 more than `count` hosts, even for a moment.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import random
 
 from ansible_collections.orchestra.fleet.plugins.module_utils import agent_client
-from ansible_collections.orchestra.fleet.plugins.module_utils.fleet_discovery import run_bounded
+from ansible_collections.orchestra.fleet.plugins.module_utils.pool import run_bounded
 
 CLAIM_KEYS = ('host', 'id', 'secret', 'fencing', 'owner', 'ttl', 'expires_at', 'created_at')
 
@@ -42,7 +38,7 @@ def _claim_record(host, answer, owner, ttl):
 
 
 def _try_claim(client_for, owner, ttl, note):
-    def attempt(host):
+    def attempt(host, _due=None):
         try:
             return _claim_record(host, client_for(host).create_claim(owner, ttl, note), owner, ttl)
         except agent_client.AgentConflict as exc:
@@ -54,12 +50,16 @@ def _try_claim(client_for, owner, ttl, note):
 
 
 def claim_hosts(candidates, count, owner, ttl, client_for, note=None, all_or_nothing=False, concurrency=16, timeout=5.0):
-    """Claim up to `count` of `candidates` (in order). Returns dict(claims, skipped, released, complete)."""
-    claims, skipped = [], []
+    """Claim up to `count` of `candidates` (in order). Returns dict(claims, unclaimed, released, complete).
+
+    `unclaimed` (not `skipped`, which Ansible reads as "the task was skipped") lists the candidates
+    asked but not granted, each with the agent's reason.
+    """
+    claims, unclaimed = [], []
     remaining = list(candidates)
     attempt = _try_claim(client_for, owner, ttl, note)
 
-    def lost(host):
+    def lost(host, _started=True):
         # The POST may have reached the agent: if it was granted, the claim simply expires after `ttl`.
         return {'host': host, 'reason': 'no answer within %.1f s (a claim granted meanwhile expires after %d s)' % (timeout, ttl),
                 'state': None}
@@ -72,13 +72,13 @@ def claim_hosts(candidates, count, owner, ttl, client_for, note=None, all_or_not
             outcome = results[index]
             if isinstance(outcome, Exception):
                 outcome = {'host': wave[index], 'reason': 'claim failed: %s' % outcome, 'state': None}
-            (claims if 'id' in outcome else skipped).append(outcome)
+            (claims if 'id' in outcome else unclaimed).append(outcome)
     complete = len(claims) >= count
     released = []
     if claims and not complete and all_or_nothing:
         released = release_claims(claims, client_for, concurrency=concurrency, strict=False)
         claims = []
-    return {'claims': claims, 'skipped': skipped, 'released': released, 'complete': complete}
+    return {'claims': claims, 'unclaimed': unclaimed, 'released': released, 'complete': complete}
 
 
 def release_claims(claims, client_for, concurrency=16, strict=True):
@@ -87,7 +87,7 @@ def release_claims(claims, client_for, concurrency=16, strict=True):
     With strict=True a refusal (wrong secret, stale fencing) or an unreachable agent raises ClaimError
     after every claim was tried.
     """
-    def release(claim):
+    def release(claim, _due=None):
         try:
             client_for(claim['host']).release_claim(claim['id'], claim['secret'], claim.get('fencing'))
             return {'host': claim['host'], 'id': claim['id'], 'released': True, 'reason': 'released'}
@@ -99,14 +99,17 @@ def release_claims(claims, client_for, concurrency=16, strict=True):
 
 
 def renew_claims(claims, ttl, client_for, concurrency=16):
-    """Extend each claim by `ttl` seconds; any failure (expired, wrong secret, stale fencing) raises ClaimError."""
-    def renew(claim):
+    """Extend each claim by `ttl` seconds; any failure (expired, wrong secret, stale fencing) raises ClaimError.
+
+    The renewed records carry no secret: it does not change, and the caller already holds it.
+    """
+    def renew(claim, _due=None):
         try:
             answer = client_for(claim['host']).renew_claim(claim['id'], claim['secret'], ttl=ttl, fencing=claim.get('fencing'))
         except agent_client.AgentError as exc:
             return {'host': claim['host'], 'id': claim['id'], 'reason': str(exc), 'error': True}
         record = _claim_record(claim['host'], answer, claim.get('owner'), ttl)
-        record['secret'] = claim['secret']  # the agent does not echo it
+        record.pop('secret', None)
         return record
     return _apply(claims, renew, concurrency, True, 'renew')
 
@@ -117,7 +120,7 @@ def _apply(claims, action, concurrency, strict, verb):
         if missing:
             raise ClaimError('cannot %s a claim without %s: %s' % (verb, ', '.join(missing), claim.get('id') or claim.get('host')))
     results = run_bounded(claims, action, concurrency, 30.0,
-                          lambda claim: {'host': claim['host'], 'id': claim['id'], 'reason': 'no answer', 'error': True})
+                          lambda claim, _started: {'host': claim['host'], 'id': claim['id'], 'reason': 'no answer', 'error': True})
     ordered = [results[index] for index in range(len(claims))]
     errors = [r for r in ordered if isinstance(r, Exception) or r.get('error')]
     if strict and errors:
@@ -127,21 +130,21 @@ def _apply(claims, action, concurrency, strict, verb):
 
 def plan_claims(candidates, count, client_for, concurrency=16):
     """Check mode: which candidates would be claimed now (lazy per their agents), without claiming."""
-    def look(host):
+    def look(host, _due=None):
         try:
             return {'host': host, 'state': client_for(host).state()['state']}
         except agent_client.AgentError as exc:
             return {'host': host, 'state': None, 'reason': str(exc)}
-    results = run_bounded(candidates, look, concurrency, 30.0, lambda host: {'host': host, 'state': None, 'reason': 'no answer'})
-    would, skipped = [], []
+    results = run_bounded(candidates, look, concurrency, 30.0, lambda host, _started: {'host': host, 'state': None, 'reason': 'no answer'})
+    would, unclaimed = [], []
     for index in range(len(candidates)):
         outcome = results[index]
         if isinstance(outcome, dict) and outcome.get('state') == 'lazy' and len(would) < count:
             would.append(outcome['host'])
         elif isinstance(outcome, dict) and outcome.get('state') != 'lazy':
-            skipped.append({'host': outcome['host'], 'reason': outcome.get('reason') or 'host is %s' % outcome['state'],
+            unclaimed.append({'host': outcome['host'], 'reason': outcome.get('reason') or 'host is %s' % outcome['state'],
                             'state': outcome.get('state')})
-    return {'would_claim': would, 'skipped': skipped, 'complete': len(would) >= count}
+    return {'would_claim': would, 'unclaimed': unclaimed, 'complete': len(would) >= count}
 
 
 def existing_claims(claims, client_for):

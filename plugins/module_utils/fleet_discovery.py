@@ -15,25 +15,20 @@ Three stages, each bounded in time and concurrency:
 Each host ends in exactly one state with a one-line reason.
 """
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 import collections
 import errno
 import ipaddress
-import queue
 import resource
 import selectors
 import socket
-import threading
 import time
 
 from ansible_collections.orchestra.fleet.plugins.module_utils import agent_client
+from ansible_collections.orchestra.fleet.plugins.module_utils.pool import DeadlinePool, run_bounded
 
-# Agent states (precedence as the agent applies it) followed by what discovery adds.
-AGENT_STATES = agent_client.AGENT_STATES
-STATES = ('lazy', 'busy', 'failed', 'claimed', 'unknown', 'unprovisioned', 'unreachable', 'invalid')
+# The agent's verdicts, then what discovery adds: double_booked (the agent saw a workload whose claim
+# labels are stale or foreign), unprovisioned, unreachable, invalid.
+STATES = ('lazy', 'busy', 'failed', 'claimed', 'unknown', 'double_booked', 'unprovisioned', 'unreachable', 'invalid')
 DEFAULT_MAX_ADDRESSES = 65536
 SSH_PORT = 22
 
@@ -126,81 +121,6 @@ def expand_sources(subnets=(), hosts=(), hosts_file=None, exclude=(), max_addres
     if not targets:
         raise FleetConfigError('conflicting sources: exclude removes every address of subnets/hosts/hosts_file')
     return targets
-
-
-# ---------------------------------------------------------------------------- bounded pool
-
-class DeadlinePool:
-    """Run work(item) on at most `workers` daemon threads, each item under a hard deadline.
-
-    Items can be submitted while the caller does other work (the TCP sweep feeds it
-    as agents answer). collect() waits for every result; an item still running
-    `deadline` seconds after it started gets on_timeout(item) instead, and its
-    thread is abandoned (a daemon, so it cannot keep the process alive) and replaced.
-    """
-
-    def __init__(self, work, workers, deadline, on_timeout):
-        self._work, self._workers, self._deadline, self._on_timeout = work, max(1, workers), deadline, on_timeout
-        self._todo, self._done = queue.Queue(), queue.Queue()
-        self._lock = threading.Lock()
-        self._started = {}  # key -> monotonic start, for the watchdog
-        self._items = {}
-        self._threads = 0
-
-    def submit(self, key, item):
-        self._items[key] = item
-        self._todo.put((key, item))
-        if self._threads < min(self._workers, len(self._items)):
-            self._spawn()
-
-    def _spawn(self):
-        self._threads += 1
-        thread = threading.Thread(target=self._run, name='orchestra-probe')
-        thread.daemon = True
-        thread.start()
-
-    def _run(self):
-        while True:
-            task = self._todo.get()
-            if task is None:
-                return
-            key, item = task
-            with self._lock:
-                self._started[key] = time.monotonic()
-            try:
-                result = self._work(item)
-            except Exception as exc:  # a bug in one probe must not lose the others
-                result = exc
-            self._done.put((key, result))
-
-    def collect(self):
-        results = {}
-        while len(results) < len(self._items):
-            try:
-                key, result = self._done.get(timeout=0.05)
-                results.setdefault(key, result)
-                while True:  # drain everything finished before judging what is overdue
-                    key, result = self._done.get_nowait()
-                    results.setdefault(key, result)
-            except queue.Empty:
-                pass
-            now = time.monotonic()
-            with self._lock:
-                overdue = [k for k, began in self._started.items() if k not in results and now - began > self._deadline]
-            for key in overdue:
-                results[key] = self._on_timeout(self._items[key])
-                self._spawn()  # the stuck thread keeps its slot busy; keep the pool at full strength
-        for _thread in range(self._threads):
-            self._todo.put(None)  # let idle workers end
-        return results
-
-
-def run_bounded(items, work, workers, deadline, on_timeout):
-    """{index: result} of work(item) for each item (see DeadlinePool)."""
-    pool = DeadlinePool(work, workers, deadline, on_timeout)
-    for index, item in enumerate(items):
-        pool.submit(index, item)
-    return pool.collect()
 
 
 # ---------------------------------------------------------------------------- TCP sweep
@@ -326,16 +246,40 @@ def report(target, state, reason, address=None, agent=None, url=None):
             'named': target.named, 'agent': agent, 'agent_url': url}
 
 
+def double_booking_reason(value):
+    """One line from the agent's `double_booking` field (an object with a reason, or a string), None when absent."""
+    if value is None or value is False:
+        return None
+    if isinstance(value, dict):
+        text = value.get('reason') or value.get('message')
+        return str(text) if text else 'a workload carries a stale or foreign claim'
+    if isinstance(value, str) and value.strip():
+        return value
+    return 'a workload carries a stale or foreign claim'
+
+
 def classify_agent_state(doc):
-    """(state, reason) from a validated /v1/state document: the agent is the arbiter."""
+    """(state, reason) from a validated /v1/state document: the agent is the arbiter.
+
+    A double booking (a workload labelled with a claim that is stale or not the current one)
+    outranks every agent state: such a host must never be handed out as lazy.
+    """
+    double = double_booking_reason(doc.get('double_booking'))
+    if double:
+        return 'double_booked', 'double booking: %s' % double
     state = doc['state']
     reason = doc.get('reason') or {'lazy': 'no workload running'}.get(state, state)
     return state, reason
 
 
-def probe_agent(target, client):
-    """Report for a host whose agent port accepted a TCP connection."""
+def probe_agent(target, client, port=None, timeout=None):
+    """Report for a host whose agent port accepted a TCP connection.
+
+    `port` and `timeout` (what the user configured) only word the reasons; the client carries
+    whatever is left of the run's deadline.
+    """
     url = client.base_url
+    port = port or url.rsplit(':', 1)[-1]
     try:
         doc = client.state()
     except agent_client.AgentNotFound:
@@ -343,13 +287,18 @@ def probe_agent(target, client):
     except agent_client.AgentAuthError as exc:
         return report(target, 'invalid', 'agent refused our token: %s' % exc, url=url)
     except agent_client.AgentProtocolError as exc:
-        return report(target, 'invalid', 'port %s: %s' % (url.rsplit(':', 1)[-1], exc), url=url)
+        return report(target, 'invalid', 'agent port %s: %s' % (port, exc), url=url)
     except agent_client.AgentTimeout as exc:
-        return report(target, 'unreachable', 'agent port %s %s' % (url.rsplit(':', 1)[-1], exc), url=url)
+        return report(target, 'unreachable', 'agent port %s: %s' % (port, overdue_reason(timeout or client.timeout, exc)), url=url)
     except agent_client.AgentError as exc:
-        return report(target, 'unreachable', 'agent port %s: %s' % (url.rsplit(':', 1)[-1], exc), url=url)
+        return report(target, 'unreachable', 'agent port %s: %s' % (port, exc), url=url)
     state, reason = classify_agent_state(doc)
     return report(target, state, reason, agent=doc, url=url)
+
+
+def overdue_reason(timeout, detail=None):
+    """The one wording for "this host did not finish its answer in time", whoever noticed first."""
+    return 'no complete answer within %.1f s%s' % (timeout, ' (%s)' % detail if detail else '')
 
 
 def _probe_legacy(target, client):
@@ -363,13 +312,15 @@ def _probe_legacy(target, client):
     return report(target, agent['state'], reason, agent=agent, url=client.base_url)
 
 
-def classify_ports(target, agent_port_result, ssh_result, port):
+def classify_ports(target, agent_port_result, ssh_result, port, ssh_port=SSH_PORT):
     """Report for a host whose agent port did not accept; None for an anonymous dead address."""
     if ssh_result == 'open':
-        return report(target, 'unprovisioned', 'no agent on port %d (%s), SSH answers' % (port, agent_port_result))
+        return report(target, 'unprovisioned', 'no agent on port %d (%s), SSH port %d answers' % (port, agent_port_result, ssh_port))
     if not target.named:
         return None
-    return report(target, 'unreachable', 'agent port %d: %s, SSH port %d: %s' % (port, agent_port_result, SSH_PORT, ssh_result))
+    if not ssh_port:
+        return report(target, 'unreachable', 'agent port %d: %s (SSH not probed: ssh_port is 0)' % (port, agent_port_result))
+    return report(target, 'unreachable', 'agent port %d: %s, SSH port %d: %s' % (port, agent_port_result, ssh_port, ssh_result))
 
 
 def _resolve(target):
@@ -380,18 +331,30 @@ def _resolve(target):
     return target._replace(address=infos[0][4][0])
 
 
+# A probe running this long is almost surely hung (an agent answers /v1/state in milliseconds): it
+# stops holding one of the `concurrency` slots, so hosts queued behind it are still asked in time.
+STALL_SECONDS = 0.25
+# How many probe threads a run may hold at most, hung ones included, per unit of `concurrency`.
+THREADS_PER_SLOT = 8
+MAX_PROBE_THREADS = 512
+
+
 def discover(targets, port=agent_client.DEFAULT_PORT, scheme='http', token=None, verify=True, timeout=2.0,
              connect_timeout=0.3, concurrency=32, connect_concurrency=1024, ssh_port=SSH_PORT, warnings=None):
     """Classify every target; returns reports in target order (dead anonymous addresses left out).
 
+    One clock for the probes: every host gets `timeout` seconds from the moment its agent port
+    accepted, whether it waited for a thread or not, so the run ends within `timeout` of the end
+    of the TCP sweep however many hosts hang (tarpits, drip servers) and whatever `concurrency` is.
     Conditions the caller should show the user are appended to `warnings` (a list) when given.
     """
     targets = list(targets)
     final = {}
     unresolved = [t for t in targets if t.address is None]
     if unresolved:
-        resolved = run_bounded(unresolved, _resolve, min(concurrency, 16), timeout,
-                               lambda t: report(t, 'unreachable', 'name resolution took longer than %.1f s' % timeout))
+        resolved = run_bounded(unresolved, lambda target, _due: _resolve(target), min(concurrency, 16), timeout,
+                               lambda t, _started: report(t, 'unreachable', 'name resolution took longer than %.1f s' % timeout),
+                               from_submit=True, stall=STALL_SECONDS, max_threads=64)
         lookup = {}
         for index, outcome in resolved.items():
             if isinstance(outcome, dict):
@@ -405,18 +368,24 @@ def discover(targets, port=agent_client.DEFAULT_PORT, scheme='http', token=None,
         by_address[target.address].append(target)
     sessions = agent_client.ThreadLocalSessions()
 
-    def probe(target):
-        client = agent_client.AgentClient(agent_client.agent_url(target.address, port, scheme), token=token, timeout=timeout,
-                                          connect_timeout=min(timeout, max(connect_timeout, 1.0)), verify=verify,
+    def probe(target, due):
+        # What is left of this host's budget: it may have waited for a thread.
+        left = max(0.05, due - time.monotonic())
+        client = agent_client.AgentClient(agent_client.agent_url(target.address, port, scheme), token=token, timeout=left,
+                                          connect_timeout=min(left, max(connect_timeout, 1.0)), verify=verify,
                                           session=sessions.get())
-        return probe_agent(target, client)
+        return probe_agent(target, client, port=port, timeout=timeout)
 
-    def overdue(target):
-        return report(target, 'unreachable', 'agent port %d: no complete answer within %.1f s' % (port, timeout),
-                      url=agent_client.agent_url(target.address, port, scheme))
+    def overdue(target, started):
+        url = agent_client.agent_url(target.address, port, scheme)
+        if started:
+            return report(target, 'unreachable', 'agent port %d: %s' % (port, overdue_reason(timeout)), url=url)
+        return report(target, 'unreachable', 'agent port %d accepted, but the host was not asked within %.1f s: every probe '
+                      'thread was held by hung hosts (raise concurrency)' % (port, timeout), url=url)
 
-    # The grace covers thread start-up; the client enforces `timeout` itself, this is the backstop.
-    pool = DeadlinePool(probe, concurrency, timeout + 0.5, overdue)
+    # The watchdog gives its verdict at the deadline itself: no grace a drip server could use.
+    pool = DeadlinePool(probe, concurrency, timeout, overdue, from_submit=True, stall=STALL_SECONDS,
+                        max_threads=min(MAX_PROBE_THREADS, concurrency * THREADS_PER_SLOT))
 
     named = set(t.address for t in live if t.named)
 
@@ -442,7 +411,8 @@ def discover(targets, port=agent_client.DEFAULT_PORT, scheme='http', token=None,
                         'smaller ranges (docs/inventory.md)' % (overflows - overflows_before))
     for target in live:
         if sweep[(target.address, port)] not in ('open', 'reset'):
-            verdict = classify_ports(target, sweep[(target.address, port)], sweep.get((target.address, ssh_port), 'not probed'), port)
+            verdict = classify_ports(target, sweep[(target.address, port)], sweep.get((target.address, ssh_port), 'not probed'),
+                                     port, ssh_port)
             if verdict:
                 final[target.name] = verdict
     for name, outcome in pool.collect().items():
@@ -474,6 +444,7 @@ def host_vars(host_report, prefix='orchestra_'):
         'claim_owner': claim.get('owner') if claim else None,
         'claim_expires_at': claim.get('expires_at') if claim else None,
         'fencing': agent.get('fencing'),
+        'double_booking': agent.get('double_booking') or None,
     }
     return dict((prefix + key, value) for key, value in values.items() if value is not None)
 

@@ -3,10 +3,6 @@
 # Copyright (c) orchestra.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-
-__metaclass__ = type
-
 DOCUMENTATION = r'''
 module: claim
 short_description: Claim, renew or release lazy fleet hosts through their orchestra agents
@@ -72,10 +68,22 @@ options:
     default: true
   claims:
     description:
-      - Claims to renew or release, as returned in RV(claims) (each needs C(host), C(id), C(secret); C(fencing) is
-        checked by the agent when present). Holds secrets, so it is never logged.
+      - Claims to renew or release, as returned in RV(claims) by O(state=claimed). Renewing changes neither the id
+        nor the secret, so keep passing the claims of O(state=claimed).
+      - Only each claim's O(claims[].secret) is kept out of logs; hosts, ids and fencing numbers stay readable.
     type: list
     elements: dict
+    suboptions:
+      host: {description: Host the claim is on., type: str, required: true}
+      id: {description: Claim id., type: str, required: true}
+      secret: {description: Secret of the claim (never logged)., type: str, required: true, no_log: true}
+      fencing:
+        description: Fencing number of the claim; when given, the agent refuses the call if it is no longer the claim's.
+        type: int
+      owner: {description: Owner of the claim (informational)., type: str}
+      ttl: {description: Lifetime in seconds (informational)., type: int}
+      expires_at: {description: Expiry (informational)., type: str}
+      created_at: {description: Creation time (informational)., type: str}
 '''
 
 EXAMPLES = r'''
@@ -89,12 +97,18 @@ EXAMPLES = r'''
   delegate_to: localhost
   register: booked
 
-- name: Keep them for another half hour
+- name: Show why candidates were not claimed
+  ansible.builtin.debug:
+    msg: "{{ item.host }}: {{ item.reason }}"
+  loop: "{{ booked.unclaimed }}"
+
+- name: Keep them for another half hour (fails when a claim expired or its fencing number changed)
   orchestra.fleet.claim:
     state: renewed
     claims: "{{ booked.claims }}"
     ttl: 1800
   delegate_to: localhost
+  register: renewed
 
 - name: Give them back
   orchestra.fleet.claim:
@@ -106,22 +120,27 @@ EXAMPLES = r'''
 RETURN = r'''
 claims:
   description:
-    - The claims now held (O(state=claimed) or O(state=renewed)). Pass them to O(state=released) later.
-    - Each carries its C(secret); keep the registered variable out of logs.
+    - The claims now held (O(state=claimed) or O(state=renewed)). Pass those of O(state=claimed) to O(state=renewed)
+      and O(state=released) later.
+    - With O(state=claimed) each carries its C(secret). Keep that task's output out of logs with C(no_log) on the
+      task (the registered variable keeps the secret). Renewed claims carry no C(secret).
   returned: success
   type: list
   elements: dict
   contains:
     host: {description: Host the claim is on., type: str, sample: 10.20.0.11}
     id: {description: Claim id., type: str, sample: 6c1d0e2a}
-    secret: {description: Secret needed to renew or release the claim., type: str, sample: "<secret>"}
+    secret: {description: Secret needed to renew or release the claim (O(state=claimed) only)., type: str, sample: "<secret>"}
     fencing: {description: Fencing number; grows with every claim on that host., type: int, sample: 7}
     owner: {description: Owner of the claim., type: str, sample: nightly-build}
     ttl: {description: Lifetime in seconds., type: int, sample: 1800}
     expires_at: {description: "Expiry, UTC, ISO 8601.", type: str, sample: "2026-11-22T12:00:00Z"}
     created_at: {description: "Creation time, UTC, ISO 8601.", type: str, sample: "2026-11-22T11:30:00Z"}
-skipped:
-  description: Candidates that were not claimed, with the agent's reason (busy, already claimed, unreachable, ...).
+unclaimed:
+  description:
+    - Candidates that were asked (or, in check mode, looked at) and not claimed, with the agent's reason (busy,
+      already claimed, unreachable, ...).
+    - Named so because C(skipped), C(failed) and C(changed) are read by Ansible as the task's own status.
   returned: state=claimed
   type: list
   elements: dict
@@ -159,7 +178,18 @@ def argument_spec():
         note=dict(type='str'),
         all_or_nothing=dict(type='bool', default=False),
         shuffle=dict(type='bool', default=True),
-        claims=dict(type='list', elements='dict', no_log=True),
+        claims=dict(type='list', elements='dict', options=dict(
+            host=dict(type='str', required=True),
+            id=dict(type='str', required=True),
+            # Only the secret is masked: no_log on the whole list would also mask hosts, ids and fencing
+            # numbers (every value of a no_log option is scrubbed from the output), and so the results.
+            secret=dict(type='str', required=True, no_log=True),
+            fencing=dict(type='int'),
+            owner=dict(type='str'),
+            ttl=dict(type='int'),
+            expires_at=dict(type='str'),
+            created_at=dict(type='str'),
+        )),
         port=dict(type='int', fallback=(env_fallback, ['ORCHESTRA_FLEET_PORT'])),
         scheme=dict(type='str', choices=['http', 'https'], fallback=(env_fallback, ['ORCHESTRA_FLEET_SCHEME'])),
         validate_certs=dict(type='bool', default=True),
@@ -198,7 +228,7 @@ def run_claimed(module, client_for):
                                        concurrency=params['concurrency'], timeout=params['timeout'])
     changed = bool(outcome['claims'] or outcome['released'])
     if not outcome['complete'] and (params['all_or_nothing'] or not outcome['claims']):
-        reasons = '; '.join('%s: %s' % (s['host'], s['reason']) for s in outcome['skipped'][:10]) or 'no candidate hosts'
+        reasons = '; '.join('%s: %s' % (s['host'], s['reason']) for s in outcome['unclaimed'][:10]) or 'no candidate hosts'
         granted = len(outcome['claims']) or len(outcome['released'])
         module.fail_json(msg='claimed %d of %d host(s)%s: %s' % (
             granted, params['count'],
@@ -212,7 +242,8 @@ def run_renewed_or_released(module, client_for):
     params = module.params
     claims = params['claims'] or []
     if module.check_mode:
-        held = fleet_claims.existing_claims(claims, client_for)
+        held = [dict((key, value) for key, value in claim.items() if key != 'secret' and value is not None)
+                for claim in fleet_claims.existing_claims(claims, client_for)]
         module.exit_json(changed=bool(held), claims=held if params['state'] == 'renewed' else [])
     try:
         if params['state'] == 'renewed':

@@ -6,6 +6,9 @@ Modes:
   html       HTTP 200 text/html page
   garbage    bytes that are not HTTP at all
   wrong_json HTTP 200 application/json of the wrong shape
+  drip       HTTP 200 application/json headers, then the body one byte every 0.2 s, never complete
+             (each recv() gets data well within any read timeout, so only a deadline stops a client)
+  bigbody    HTTP 200 application/json with a 10 MB body, sent as fast as the client reads
   json       HTTP answers from a {path: (status, body)} table (a scriptable fake agent for unit tests)
 
 In-process: `with MisbehavingServer('tarpit') as server: server.port`.
@@ -120,9 +123,29 @@ class MisbehavingServer:
                 conn.sendall(_http(200, 'application/json', json.dumps(WRONG_JSON).encode()))
             elif self.mode == 'json':
                 conn.sendall(self._route(method, path, body))
+            elif self.mode == 'drip':
+                self._drip(conn)
+            elif self.mode == 'bigbody':
+                self._big_body(conn)
             conn.close()
         except OSError:
             conn.close()
+
+    def _drip(self, conn, interval=0.2, limit=3000):
+        """Bounded (limit bytes, ~10 min) and stopped by stop(): a test loop must end by itself."""
+        conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"state": "lazy", "reason": "')
+        for _byte in range(limit):
+            if self._stop.wait(interval):
+                return
+            conn.sendall(b'z')
+
+    def _big_body(self, conn, size=10 * 1024 * 1024):
+        chunk = b' ' * 65536
+        conn.sendall(('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n' % size).encode())
+        sent = 0
+        while sent < size and not self._stop.is_set():
+            conn.sendall(chunk)
+            sent += len(chunk)
 
     def _route(self, method, path, body):
         answer = self.routes.get((method, path), self.routes.get(path))
@@ -138,7 +161,7 @@ class MisbehavingServer:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--mode', required=True, choices=('reset', 'tarpit', 'html', 'garbage', 'wrong_json'))
+    parser.add_argument('--mode', required=True, choices=('reset', 'tarpit', 'html', 'garbage', 'wrong_json', 'drip', 'bigbody'))
     parser.add_argument('--listen', default='127.0.0.1')
     parser.add_argument('--port', type=int, default=9009)
     args = parser.parse_args(argv)

@@ -157,9 +157,11 @@ class NetnsLab:
         wait_port(host, port)
         return proc
 
-    def misbehaving(self, host, mode, port=9009):
+    def misbehaving(self, host, mode, port=9009, listen=None):
+        """A misbehaving server (tests/support/misbehaving.py) on host; listen='0.0.0.0' serves every address of a
+        host that has many (one process for a hundred tarpits)."""
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        proc = self.spawn(host, [sys.executable, '-m', 'tests.support.misbehaving', '--mode', mode, '--listen', host.address,
+        proc = self.spawn(host, [sys.executable, '-m', 'tests.support.misbehaving', '--mode', mode, '--listen', listen or host.address,
                                  '--port', str(port)], log_name=mode, cwd=root)
         wait_port(host, port)
         return proc

@@ -88,16 +88,23 @@ def test_claim_module_check_claim_renew_release(fleet, ansible, tmp_path, lazy_a
     - ansible.builtin.assert:
         that:
           - booked is changed
+          - booked is not skipped
+          - booked is not failed
           - booked.claims | length == 2
           - booked.claims | map(attribute='fencing') | select('integer') | list | length == 2
-          - booked.skipped | map(attribute='state') | list == ['busy']
+          - booked.unclaimed | map(attribute='state') | list == ['busy']
           - query('orchestra.fleet.fleet_hosts', 'claimed', hosts=candidates) | sort == booked.claims | map(attribute='host') | sort
 
     - name: renew
       orchestra.fleet.claim: {state: renewed, claims: "{{ booked.claims }}", ttl: 600}
       register: renewed
     - ansible.builtin.assert:
-        that: renewed.claims | map(attribute='expires_at') | list != booked.claims | map(attribute='expires_at') | list
+        that:
+          - renewed.claims | map(attribute='expires_at') | list != booked.claims | map(attribute='expires_at') | list
+          # Only the secret is masked: hosts and fencing numbers come back readable (no_log on the whole
+          # `claims` option used to scrub them to VALUE_SPECIFIED_IN_NO_LOG_PARAMETER).
+          - renewed.claims | map(attribute='host') | sort == booked.claims | map(attribute='host') | sort
+          - renewed.claims | map(attribute='fencing') | list == booked.claims | map(attribute='fencing') | list
 
     - name: nothing lazy is left, so all_or_nothing fails
       orchestra.fleet.claim: {hosts: "{{ candidates }}", count: 1, owner: other, all_or_nothing: true}
@@ -174,12 +181,23 @@ def workflow_inventory(ansible, fleet, tmp_path):
     return ansible.write_inventory(tmp_path / 'wf.orchestra.yml', hosts=addresses(fleet, 'lazy1', 'lazy2', 'busy'), timeout=2)
 
 
-def run_workflow(ansible, fleet, tmp_path, command):
+def workflow_extra(fleet, command, **more):
     extra = {'workflow_image': 'orchestra-test/busybox:1', 'workflow_command': command,
              'workflow_labels': {'orchestra.test.host': '{{ inventory_hostname }}', 'orchestra.test.suite': fleet.suite_label.split('=')[1]},
              'workflow_owner': 'suite-workflow'}
+    extra.update(more)
+    return extra
+
+
+def run_workflow(ansible, fleet, tmp_path, command, **more):
     return ansible.playbook(workflow_inventory(ansible, fleet, tmp_path), os.path.join(COLLECTION, 'playbooks', 'run_workflow.yml'),
-                            '-e', json.dumps(extra))
+                            '-e', json.dumps(workflow_extra(fleet, command, **more)))
+
+
+def task_status(output, task):
+    """The first status line (ok/changed/skipping/fatal...) printed for TASK [task]."""
+    after = output.split('TASK [%s]' % task, 1)[1]
+    return [line for line in after.splitlines()[1:] if line.strip()][0]
 
 
 def docker_containers(label):
@@ -198,6 +216,10 @@ def test_run_workflow_succeeds_on_a_claimed_host_and_releases(fleet, ansible, tm
     host = claimed[0].split('claimed ')[1].split(' ')[0]
     assert host in addresses(fleet, 'lazy1', 'lazy2')
     assert 'ok: [%s]' % host in output or 'changed: [%s]' % host in output  # tasks ran over SSH on that host
+    # A granted claim reads as a change, not as "skipping" (the module no longer returns a `skipped` key).
+    assert task_status(output, 'Claim one host through its agent').startswith('changed: [localhost]'), output
+    assert task_status(output, 'Renew the claim right before the start (the agent checks its fencing number)').startswith(
+        'changed: [%s -> localhost]' % host), output
     assert docker_containers('orchestra.test.host=%s' % host) == []  # finished container removed
     for name in ('lazy1', 'lazy2'):
         assert agent(fleet, name).state()['claim'] is None  # released
@@ -215,6 +237,66 @@ def test_run_workflow_failure_fails_clearly_and_releases(fleet, ansible, tmp_pat
     failed_host = [fleet.hosts[n].address for n, s in states.items() if s['state'] == 'failed'][0]
     kept = docker_containers('orchestra.test.host=%s' % failed_host)
     assert len(kept) == 1 and 'Exited (3)' in kept[0]['Status']
+    labels = dict(item.split('=', 1) for item in kept[0]['Labels'].split(','))
+    assert labels['orchestra.claim.id'] and int(labels['orchestra.claim.fence']) >= 1  # the fence the agent checks
+
+
+def test_run_workflow_says_why_no_host_could_be_claimed(fleet, ansible, tmp_path):
+    busy = fleet.hosts['busy'].address
+    result = run_workflow(ansible, fleet, tmp_path, ['true'], workflow_candidates=[busy])
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    # The claim task hides its output (it would hold the secret), the reason is still shown.
+    assert 'no host claimed for orchestra-test/busybox:1: claimed 0 of 1 host(s): %s: HTTP 409' % busy in output, output
+    assert docker_containers('orchestra.test.host=%s' % fleet.hosts['lazy1'].address) == []
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError('%s within %ss' % (what, timeout))
+
+
+@pytest.mark.slow
+def test_claim_expiring_before_the_start_never_runs_two_workflows(fleet, ansible, tmp_path, lazy_again):
+    """Issue 16 item 5: the claim expires while the image step is slow, a rival claims the host and
+    starts its own workload; run_workflow must notice at the start and run nothing."""
+    host = fleet.hosts['lazy1'].address
+    slow_docker = tmp_path / 'slow-docker'
+    # The hosts share this file system: a docker CLI whose image lookup takes 4 s, like a slow pull.
+    slow_docker.write_text('#!/bin/sh\nif [ "$1" = image ]; then sleep 4; fi\nexec docker "$@"\n')
+    slow_docker.chmod(0o755)
+    extra = workflow_extra(fleet, ['sleep', '60'], workflow_candidates=[host], workflow_claim_ttl=2, workflow_docker=str(slow_docker))
+    proc = subprocess.Popen([ansible.bin('ansible-playbook'), '-i', workflow_inventory(ansible, fleet, tmp_path),
+                             os.path.join(COLLECTION, 'playbooks', 'run_workflow.yml'), '-e', json.dumps(extra)],
+                            env=ansible.env(), cwd=COLLECTION, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    rival = None
+    try:
+        ours = wait_for(lambda: (agent(fleet, 'lazy1').state().get('claim') or {}).get('owner') == 'suite-workflow', 60,
+                        'run_workflow claimed lazy1')
+        assert ours
+        wait_for(lambda: agent(fleet, 'lazy1').state().get('claim') is None, 30, 'the 2 s claim expired')
+        holder = agent_client.AgentClient(agent_client.agent_url(host), token=TOKEN, timeout=3)
+        rival = holder.create_claim('rival', 120)
+        subprocess.run(['docker', 'run', '-d', '--network', 'none', '--label', fleet.suite_label,
+                        '--label', 'orchestra.test.host=%s' % host, '--label', 'orchestra.claim.id=%s' % rival['id'],
+                        '--label', 'orchestra.claim.fence=%s' % rival['fencing'], '--name', 'rival-%s' % rival['id'],
+                        'orchestra-test/busybox:1', 'sleep', '60'], check=True, stdout=subprocess.PIPE)
+        output = proc.communicate(timeout=180)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        if rival:
+            agent_client.AgentClient(agent_client.agent_url(host), token=TOKEN).release_claim(rival['id'], rival['secret'])
+    assert proc.returncode != 0, output
+    assert 'is no longer ours' in output and 'not starting orchestra-test/busybox:1 on %s' % host in output, output
+    running = docker_containers('orchestra.test.host=%s' % host)
+    assert [c['Names'] for c in running] == ['rival-%s' % rival['id']], running  # one workload, the rival's
 
 
 @pytest.mark.slow

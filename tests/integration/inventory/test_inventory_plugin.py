@@ -10,8 +10,8 @@ EXPECTED = {
     'reset': 'unreachable', 'tarpit': 'unreachable', 'html': 'invalid', 'garbage': 'invalid', 'wrong_json': 'invalid',
 }
 REASONS = {
-    'busy': '1 workload container', 'failed': 'exited 3', 'claimed': 'suite-holder', 'sshonly': 'SSH answers',
-    'reset': 'reset', 'tarpit': 'no answer within 1.0 s', 'html': 'text/html', 'garbage': 'not with HTTP',
+    'busy': '1 workload container', 'failed': 'exited 3', 'claimed': 'suite-holder', 'sshonly': 'SSH port 22 answers',
+    'reset': 'reset', 'tarpit': 'agent port 9009: no complete answer within 1.0 s', 'html': 'text/html', 'garbage': 'not with HTTP',
     'wrong_json': 'wrong shape',
 }
 

@@ -67,7 +67,7 @@ def test_claims_stop_at_count(fleet):
     assert [c['host'] for c in result['claims']] == ['h1', 'h3']
     assert result['complete'] is True
     assert fleet['h4'].posts == 0  # never asked: never more than `count` claims held
-    assert result['skipped'] == [{'host': 'h2', 'reason': 'HTTP 409 conflict: host is busy', 'state': 'busy'}]
+    assert result['unclaimed'] == [{'host': 'h2', 'reason': 'HTTP 409 conflict: host is busy', 'state': 'busy'}]
     claim = result['claims'][0]
     assert claim['secret'] == 's-h1' and claim['fencing'] == 1 and claim['owner'] == 'me'
 
@@ -84,7 +84,7 @@ def test_all_or_nothing_releases_partial_claims(fleet):
     assert result['claims'] == [] and result['complete'] is False
     assert [r['host'] for r in result['released']] == ['h1'] and result['released'][0]['released'] is True
     assert fleet['h1'].claim is None
-    assert {'host': 'h3', 'reason': 'connection refused', 'state': None} in result['skipped']
+    assert {'host': 'h3', 'reason': 'connection refused', 'state': None} in result['unclaimed']
 
 
 def test_race_between_two_schedulers_never_shares_a_host(fleet):
@@ -105,7 +105,8 @@ def test_release_and_renew(fleet):
     claims = fc.claim_hosts(['h1', 'h3'], 2, 'me', 60, fleet.get)['claims']
     renewed = fc.renew_claims(claims, 120, fleet.get)
     assert [r['expires_at'] for r in renewed] == ['much later', 'much later']
-    assert all(r['secret'] for r in renewed)
+    assert not any('secret' in r for r in renewed)  # unchanged by a renewal; the caller holds it
+    assert [r['fencing'] for r in renewed] == [c['fencing'] for c in claims]
     released = fc.release_claims(claims, fleet.get)
     assert [r['released'] for r in released] == [True, True]
     again = fc.release_claims(claims, fleet.get)  # idempotent: already gone is not an error

@@ -4,9 +4,7 @@ Classification runs against real sockets on 127.0.0.0/8 (every 127.x address is 
 one misbehaving server per address, all on the same port, as on a real fleet.
 """
 import socket
-import threading
 import time
-
 import pytest
 
 from ansible_collections.orchestra.fleet.plugins.module_utils import fleet_discovery as fd
@@ -67,36 +65,6 @@ def test_env_list():
     assert fd.env_list('10.0.0.0/24, 10.1.0.0/24  h1') == ['10.0.0.0/24', '10.1.0.0/24', 'h1']
     assert fd.env_list(['a ', 'b']) == ['a', 'b']
     assert fd.env_list(None) == []
-
-
-# ---------------------------------------------------------------- pool
-
-def test_run_bounded_respects_worker_limit_and_deadline():
-    active, peak = [0], [0]
-    lock = threading.Lock()
-    release = threading.Event()
-
-    def work(item):
-        with lock:
-            active[0] += 1
-            peak[0] = max(peak[0], active[0])
-        if item == 'stuck':
-            release.wait(30)  # abandoned by the watchdog
-        else:
-            time.sleep(0.05)
-        with lock:
-            active[0] -= 1
-        if item == 'boom':
-            raise RuntimeError('bug')
-        return item.upper()
-
-    items = ['a', 'stuck', 'b', 'c', 'boom', 'd', 'e']
-    results = fd.run_bounded(items, work, 3, 0.5, lambda item: 'TIMEOUT ' + item)
-    release.set()
-    assert results[1] == 'TIMEOUT stuck'
-    assert [results[i] for i in (0, 2, 3, 5, 6)] == ['A', 'B', 'C', 'D', 'E']
-    assert isinstance(results[4], RuntimeError)
-    assert peak[0] <= 4  # 3 workers + 1 replacement for the abandoned thread
 
 
 # ---------------------------------------------------------------- sweep and classification
@@ -163,10 +131,12 @@ def test_discover_classifies_every_kind_of_host(fleet):
     assert 'not with HTTP' in by_name['127.0.0.14']['reason']
     assert 'wrong shape' in by_name['127.0.0.15']['reason']
     assert 'reset' in by_name['127.0.0.16']['reason']
-    assert 'no answer within 1.0 s' in by_name['127.0.0.17']['reason']
     assert 'legacy agent' in by_name['127.0.0.18']['reason']
     assert 'token' in by_name['127.0.0.19']['reason']
-    assert 'SSH answers' in by_name['127.0.0.20']['reason']
+    # Reasons name the ports really used (issue 16: it always said "SSH port 22").
+    assert by_name['127.0.0.20']['reason'] == 'no agent on port %d (refused), SSH port %d answers' % (port, ssh_port)
+    assert by_name['127.0.0.30']['reason'] == 'agent port %d: refused, SSH port %d: refused' % (port, ssh_port)
+    assert by_name['127.0.0.17']['reason'].startswith('agent port %d: no complete answer within 1.0 s' % port)
     assert 'does not resolve' in by_name['no-such-host.invalid']['reason']
     assert by_name['127.0.0.12']['reason'].startswith('claimed by sched-a')
 
@@ -203,9 +173,52 @@ def test_flags_that_hold_together_put_a_host_in_each_group():
     assert fd.select_states(reports, ['lazy']) == [lazy]
 
 
-def test_pool_results_finished_before_collect_are_not_overdue():
-    pool = fd.DeadlinePool(lambda item: item * 2, 4, 0.2, lambda item: 'TIMEOUT')
-    for index in range(20):
-        pool.submit(index, index)
-    time.sleep(0.5)  # the caller is busy elsewhere (the sweep) long after the work finished
-    assert pool.collect() == dict((index, index * 2) for index in range(20))
+def test_a_drip_server_cannot_overrun_the_timeout_and_a_huge_body_is_refused(free_port):
+    """A drip server keeps every recv() busy well within the read timeout, so only the run's deadline
+    stops it; the old pool let it run for its 0.5 s grace past `timeout`."""
+    servers = [MisbehavingServer('drip', '127.0.0.51', free_port).start(),
+               MisbehavingServer('bigbody', '127.0.0.52', free_port).start()]
+    try:
+        began = time.monotonic()
+        reports = fd.discover(fd.expand_sources(hosts=['127.0.0.51', '127.0.0.52']), port=free_port, timeout=1.0, ssh_port=0)
+        elapsed = time.monotonic() - began
+    finally:
+        for server in servers:
+            server.stop()
+    drip, big = reports
+    assert drip['state'] == 'unreachable' and drip['reason'] == 'agent port %d: no complete answer within 1.0 s' % free_port
+    assert big['state'] == 'invalid' and 'larger than' in big['reason']
+    assert elapsed < 1.45, elapsed  # the deadline itself plus the watchdog's tick, no grace
+
+
+def test_double_booking_outranks_the_agent_state_and_groups_the_host(free_port):
+    """The agent reports a workload whose claim labels are stale or foreign as `double_booking` (its own
+    branch); such a host is never lazy, never handed out, and says why."""
+    doc = dict(LAZY, state='busy', reason='1 workload container running', busy=True, running=1,
+               double_booking={'reason': 'container wf-1 runs under claim c7 (fence 4), the claim now is c9 (fence 5)',
+                               'containers': ['wf-1']})
+    quiet = dict(LAZY, double_booking=None)
+    servers = [MisbehavingServer('json', '127.0.0.53', free_port, routes={'/v1/state': (200, doc)}).start(),
+               MisbehavingServer('json', '127.0.0.54', free_port, routes={'/v1/state': (200, quiet)}).start()]
+    try:
+        booked, calm = fd.discover(fd.expand_sources(hosts=['127.0.0.53', '127.0.0.54']), port=free_port, timeout=1.0, ssh_port=0)
+    finally:
+        for server in servers:
+            server.stop()
+    assert booked['state'] == 'double_booked'
+    assert booked['reason'] == 'double booking: container wf-1 runs under claim c7 (fence 4), the claim now is c9 (fence 5)'
+    assert fd.groups_of(booked) == ['double_booked', 'busy']
+    assert fd.host_vars(booked)['orchestra_double_booking']['containers'] == ['wf-1']
+    assert calm['state'] == 'lazy' and 'orchestra_double_booking' not in fd.host_vars(calm)
+    assert fd.select_states([booked, calm], ['lazy']) == [calm]
+    assert fd.select_states([booked, calm], ['double_booked']) == [booked]
+
+
+@pytest.mark.parametrize('value, reason', [
+    ('wf-2 has a foreign claim', 'wf-2 has a foreign claim'),
+    ({'message': 'stale fence 3'}, 'stale fence 3'),
+    ({}, 'a workload carries a stale or foreign claim'),
+    (None, None), (False, None),
+])
+def test_double_booking_reason_shapes(value, reason):
+    assert fd.double_booking_reason(value) == reason
