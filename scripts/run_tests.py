@@ -207,6 +207,8 @@ def main():
     parser.add_argument('--fast', action='store_true', help='units and integration tests not marked slow')
     parser.add_argument('--step', action='append', choices=STEPS, help='run only these steps (repeatable)')
     parser.add_argument('--suite', action='append', help='run only these integration suites (repeatable)')
+    parser.add_argument('--serial', action='store_true',
+                        help='run the version matrix after the integration suites, not beside them')
     parser.add_argument('--core', action='append', choices=core_matrix.CORES,
                         help='matrix step: only these older ansible-core versions (repeatable)')
     args = parser.parse_args()
@@ -215,7 +217,17 @@ def main():
     subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'stage.py')], check=True)
     results = []
     started = time.monotonic()
+    # The matrix mostly waits (on hosts booting, SSH, engines, pip): it runs beside the
+    # integration suites unless --serial. Both only use labs they create (own namespaces,
+    # subnets picked under a lock, free ports, their own containers), so they cannot collide.
+    beside = 'matrix' in steps and 'integration' in steps and not args.serial
+    matrix_run = None
     for step in steps:
+        if beside and step == 'integration':
+            matrix_run = ThreadPoolExecutor(max_workers=1).submit(step_matrix, args)
+        if beside and step == 'matrix':
+            results += matrix_run.result()
+            continue
         results += globals()['step_' + step](args)
     print('\n==================== summary ====================')
     for result in results:

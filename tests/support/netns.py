@@ -19,7 +19,7 @@ import uuid
 
 from tests.support.lab import ports
 from tests.support.lab.paths import lab_dir
-from tests.support.lab.processes import stop_process
+from tests.support.lab.processes import locked, stop_process
 
 PYTHON_LISTENER = (
     'import socket,sys,time\n'
@@ -93,10 +93,11 @@ class NetnsLab:
     def up(self):
         if os.geteuid() != 0:
             raise RuntimeError('network namespaces need root')
-        self.subnet = pick_subnet(self.candidates)
-        _ip('link', 'add', self.bridge, 'type', 'bridge')
-        self._is_up = True
-        _ip('addr', 'add', '%s/%d' % (self.gateway, self.subnet.prefixlen), 'dev', self.bridge)
+        with locked('netns-subnet'):  # labs of parallel runs (the version matrix) must not pick the same subnet
+            self.subnet = pick_subnet(self.candidates)
+            _ip('link', 'add', self.bridge, 'type', 'bridge')
+            self._is_up = True
+            _ip('addr', 'add', '%s/%d' % (self.gateway, self.subnet.prefixlen), 'dev', self.bridge)
         _ip('link', 'set', self.bridge, 'up')
         return self
 
