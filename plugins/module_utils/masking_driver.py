@@ -17,7 +17,10 @@ The queue talks to an engine only through an EngineDriver (one per engine):
 
 No decision here compares the engine's clock with ours: execution ids only grow on an engine, so the
 execution a lost start created is the lowest one above the marker taken before the POST. The queue
-records job['start_marker'] (from start_marker()) before it POSTs, so any process can reconcile later.
+records job['start_marker'] (from start_marker()) before it POSTs, so any process can reconcile later;
+a queue that always records it first also knows that a row without one was never POSTed. For a row
+without one, reconcile() answers only in the process whose start() took the marker, and otherwise
+raises DriverError: nothing else can prove whether that start reached the engine.
 
 It raises only the Driver* errors of masking_errors, so another kind of capacity can be added without
 touching the queue:

@@ -175,8 +175,8 @@ def test_start_lost_answer_adopts_without_posting_again(client):
 @pytest.mark.parametrize('submit', ['2026-01-01T12:00:20.000+0000', '2025-12-31T12:00:00.000+0000'])
 def test_an_execution_at_or_below_the_marker_is_never_adopted_whatever_its_dates(client, submit):
     # Engine clock ahead (a finished run that reads as newer than our attempt) or behind: dates decide nothing.
-    script = Script(client, {('POST', '/login'): [LOGIN], ('POST', '/executions'): [answer(500, {'errorMessage': 'boom'}),
-                                                                                  answer(201, execution(12))],
+    posts = [answer(500, {'errorMessage': 'boom'}), answer(201, execution(12))]
+    script = Script(client, {('POST', '/login'): [LOGIN], ('POST', '/executions'): posts,
                              ('GET', '/executions'): [answer(200, page([execution(11, 'SUCCEEDED', submit)]))]})
     assert client.start_execution(7, marker=11).execution_id == 12
     assert script.count('POST', '/executions') == 2
@@ -303,8 +303,8 @@ def test_the_engine_date_header_measures_skew_for_reporting_only(client):
         assert client._send('POST', client.base + '/executions', None, {'jobId': 7}) is dated  # pylint: disable=protected-access
     finally:
         dx.requests.Session.request = real_send
-    assert client.clock_offset is not None and abs(client.clock_offset - (datetime(2026, 1, 1, 12, 5, tzinfo=timezone.utc).timestamp()
-                                                                         - time.time())) < 5
+    expected = datetime(2026, 1, 1, 12, 5, tzinfo=timezone.utc).timestamp() - time.time()
+    assert client.clock_offset is not None and abs(client.clock_offset - expected) < 5
 
 
 def test_pagination_follows_pages_and_stops_on_out_of_range(client):
