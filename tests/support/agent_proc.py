@@ -1,7 +1,7 @@
 """Run the REAL orchestra agent as a subprocess for tests, benchmarks and the demo.
 
     handle = start_agent(labels=['my.suite'], token='s3cret')
-    requests.get(handle.url + '/v1/state', headers=handle.auth_headers())
+    handle.get_json('/v1/state')                 # signed too when the agent runs with auth_reads
     handle.request('POST', '/v1/claims', {'owner': 'me', 'ttl': 60})   # signed, JSON
     handle.restart()      # same port, same state_dir: claims must survive
     handle.close()        # stop, and remove the state_dir if start_agent made it
