@@ -17,7 +17,7 @@ description:
   - Each host gets lean variables prefixed C(orchestra_), among them C(orchestra_state) and C(orchestra_reason),
     the one-line reason for its group. O(compose), O(groups) and O(keyed_groups) also see the agent's whole
     state document as C(orchestra_agent).
-  - A dead, slow or lying host never fails or stalls the run: every host has O(timeout) from the moment its agent
+  - A dead, slow or lying host never fails or stalls the run. Every host has O(timeout) from the moment its agent
     port accepted, so however many hosts hang the run ends within O(timeout) of the end of the TCP sweep.
     A bad configuration is a parse error.
   - Every value that comes from an agent is marked unsafe (never templated), on every supported ansible-core.

@@ -12,7 +12,7 @@ description:
     The old C(orchestra lazy) command inside a playbook.
   - States are V(lazy), V(busy), V(failed), V(claimed), V(unknown), V(double_booked), V(unprovisioned), V(unreachable)
     and V(invalid).
-  - The results are marked unsafe: nothing an agent sends is ever templated.
+  - The results are marked unsafe, so nothing an agent sends is ever templated.
 author:
   - orchestra.fleet developers (@orchestra-fleet)
 requirements:

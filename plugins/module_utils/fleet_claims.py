@@ -143,7 +143,7 @@ def plan_claims(candidates, count, client_for, concurrency=16):
             would.append(outcome['host'])
         elif isinstance(outcome, dict) and outcome.get('state') != 'lazy':
             unclaimed.append({'host': outcome['host'], 'reason': outcome.get('reason') or 'host is %s' % outcome['state'],
-                            'state': outcome.get('state')})
+                              'state': outcome.get('state')})
     return {'would_claim': would, 'unclaimed': unclaimed, 'complete': len(would) >= count}
 
 

@@ -66,25 +66,27 @@ class DeadlinePool:
             return dict(self._results)
 
     # -- inside ------------------------------------------------------------------------------
-    def _slots_used(self, now):
-        """Threads that count against `workers`: all but those stuck past `stall` or already judged."""
-        stuck = 0
-        for key, began in self._running.items():
-            if key in self._results or (self._stall is not None and now - began >= self._stall):
-                stuck += 1
-        return self._threads - stuck
-
     def _grow(self):
+        """Start threads for waiting items: at most `workers` busy on live work, at most max_threads alive
+        apart from those already judged. Judged threads are abandoned to their peer; capping them could
+        leave an item waiting forever (a claim has no deadline before it starts)."""
         now = time.monotonic()
-        while (len(self._waiting) > self._idle and self._threads < self._max_threads
-               and self._slots_used(now) < self._workers):
+        judged = stalled = 0
+        for key, began in self._running.items():
+            if key in self._results:
+                judged += 1
+            elif self._stall is not None and now - began >= self._stall:
+                stalled += 1
+        live = self._threads - judged
+        while len(self._waiting) > self._idle and live < self._max_threads and live - stalled < self._workers:
             self._threads += 1
+            live += 1
             self._idle += 1  # counted idle until it takes an item, so one submit spawns one thread
             threading.Thread(target=self._run, name='orchestra-pool', daemon=True).start()
 
     def _judge(self, now):
         """Verdicts for items past their deadline, running or still waiting; called with the lock held."""
-        for key, began in list(self._running.items()):
+        for key in list(self._running):
             if key not in self._results and now >= self._due[key]:
                 self._results[key] = self._on_timeout(self._items[key], True)
         if self._from_submit:

@@ -76,7 +76,7 @@ options:
     suboptions:
       host: {description: Host the claim is on., type: str, required: true}
       id: {description: Claim id., type: str, required: true}
-      secret: {description: Secret of the claim (never logged)., type: str, required: true, no_log: true}
+      secret: {description: Secret of the claim (never logged)., type: str, required: true}
       fencing:
         description: Fencing number of the claim; when given, the agent refuses the call if it is no longer the claim's.
         type: int

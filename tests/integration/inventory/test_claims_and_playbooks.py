@@ -287,6 +287,10 @@ def test_claim_expiring_before_the_start_never_runs_two_workflows(fleet, ansible
                         '--label', 'orchestra.claim.fence=%s' % rival['fencing'], '--name', 'rival-%s' % rival['id'],
                         'orchestra-test/busybox:1', 'sleep', '60'], check=True, stdout=subprocess.PIPE)
         output = proc.communicate(timeout=180)[0]
+    except AssertionError as exc:
+        if proc.poll() is None:
+            proc.kill()
+        raise AssertionError('%s; run_workflow said:\n%s' % (exc, proc.communicate()[0])) from None
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -87,3 +87,14 @@ def test_deadline_counts_from_start_without_from_submit():
 
     results = pool.run_bounded(list(range(4)), work, 1, 0.5, lambda item, was_started: 'overdue')
     assert results == {0: True, 1: True, 2: True, 3: True}
+
+
+def test_an_item_stuck_past_its_deadline_frees_its_slot():
+    """Claims (deadline from start, one worker): a hung request is judged and the next one still runs."""
+    release = threading.Event()
+    try:
+        results = pool.run_bounded(['hang', 'next'], lambda item, _due: release.wait(30) if item == 'hang' else item, 1, 0.3,
+                                   lambda item, was_started: 'overdue %s' % was_started)
+    finally:
+        release.set()
+    assert results == {0: 'overdue True', 1: 'next'}
