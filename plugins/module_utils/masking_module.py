@@ -10,23 +10,20 @@ The decisions they need (what changes, how a finished job is judged, how long it
 took) are pure functions here so they are tested without Ansible in the loop.
 """
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
-
 import contextlib
 import datetime
 import os
+import signal
 import traceback
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, env_fallback
 
-from urllib.parse import urlsplit, urlunsplit
-
-from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors import (
-    EngineBusy, InvalidRequest, MaskingQueueError, StoreUnavailable, UnknownEngine, UnknownJob)
-from ansible_collections.orchestra.fleet.plugins.module_utils.masking_placement import QueuedJob, make_engine, place
-from ansible_collections.orchestra.fleet.plugins.module_utils.masking_store import (
-    ACTIVE_STATES as SLOT_STATES, QUEUED, STATES as ALL_STATES)
+from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors import (  # noqa: F401 (for the modules)
+    DriverError, MaskingQueueError, UnknownEngine, UnknownJob)
+from ansible_collections.orchestra.fleet.plugins.module_utils.masking_sql import (  # noqa: F401 (one parser, one mask)
+    DEFAULT_STORE, MASK, parse_store, redact as redact_store, store_secret)
+from ansible_collections.orchestra.fleet.plugins.module_utils.masking_states import (
+    STATES as ALL_STATES, UNFINISHED_STATES)
 
 try:
     from ansible_collections.orchestra.fleet.plugins.module_utils.masking_queue import MaskingQueue
@@ -35,16 +32,6 @@ except ImportError:
     MaskingQueue = None
     QUEUE_IMPORT_ERROR = traceback.format_exc()
 
-try:
-    from ansible_collections.orchestra.fleet.plugins.module_utils.delphix import DelphixError
-except ImportError:
-    class DelphixError(Exception):
-        """Stand-in: without the client no engine error can be raised."""
-
-
-DEFAULT_STORE = '~/.ansible/orchestra/masking-queue.db'
-# Not ended yet: waiting for a slot, or holding one.
-ACTIVE_STATES = (QUEUED,) + tuple(SLOT_STATES)
 ENGINE_FIELDS = ('url', 'slots', 'memory_mb', 'jobs', 'enabled', 'drained', 'verify')
 
 
@@ -66,82 +53,48 @@ def argument_spec(**module_options):
 
 
 def secret_values(params):
-    """Every secret string in the shared options.
+    """Every secret string in the shared options: passwords, and a password inside a store DSN.
 
     Ansible masks a no_log option's value, but when engine_credentials comes from its environment variable it
     masks only the JSON text, not the passwords inside the parsed dictionary; and a DSN password is not an
-    option at all. These must be masked too.
+    option at all. These must be masked too. User names are not secrets.
     """
     secrets = set()
     if params.get('password'):
         secrets.add(params['password'])
     for entry in (params.get('engine_credentials') or {}).values():
         if isinstance(entry, dict):
-            secrets.update(str(value) for value in entry.values() if value)
+            if entry.get('password'):
+                secrets.add(str(entry['password']))
         elif entry:
             secrets.add(str(entry))
-    try:
-        secret = store_secret(resolve_store(params.get('store'))[0])
-    except ValueError:
-        secret = None
+    secret = store_secret(params.get('store'))
     if secret:
         secrets.add(secret)
     return secrets
 
 
 def masking_module(**kwargs):
-    """AnsibleModule with every secret of the shared options masked before anything can be returned."""
+    """AnsibleModule with every secret of the shared options masked, and nothing else.
+
+    engine_credentials is no_log as a whole (so the invocation is logged without it), which makes Ansible mask
+    every string inside it, user names too: they would garble engine names and URLs in results
+    (`********_customers`). Only the passwords stay masked.
+    """
     module = AnsibleModule(**kwargs)
-    module.no_log_values.update(secret_values(module.params))
+    secrets = secret_values(module.params)
+    names = set()
+    for entry in (module.params.get('engine_credentials') or {}).values():
+        if isinstance(entry, dict) and entry.get('username'):
+            names.add(str(entry['username']))
+    module.no_log_values.difference_update(names - secrets)
+    module.no_log_values.update(secrets)
     return module
 
 
-# ---------------------------------------------------------------- store URL
-
 def resolve_store(value, home=None):
-    """Return (what to give open_store, sqlite file path or None) for the `store` option.
-
-    Raises ValueError for a scheme the store does not speak.
-    """
-    value = (value or '').strip() or DEFAULT_STORE
-    lowered = value.lower()
-    if lowered.startswith('postgres://'):
-        value = 'postgresql://' + value[len('postgres://'):]
-        lowered = value.lower()
-    if lowered.startswith('postgresql://'):
-        return value, None
-    if lowered.startswith('sqlite:///'):
-        path = value[len('sqlite://'):]
-    elif '://' in value:
-        raise ValueError('unsupported queue store %r: use a SQLite path, sqlite:///abs/path.db or postgresql://...'
-                         % redact_store(value))
-    else:
-        path = value
-    if path.startswith('~'):
-        path = os.path.join(home, path[2:]) if home else os.path.expanduser(path)
-    path = os.path.abspath(path)
-    if path.startswith('//'):
-        path = '/' + path.lstrip('/')
-    # A plain absolute path is the one form of a SQLite store no URL convention can misread.
-    return path, path
-
-
-def store_secret(url):
-    """The password embedded in a store URL, if any (it must be masked in every output)."""
-    try:
-        return urlsplit(url).password
-    except ValueError:
-        return None
-
-
-def redact_store(url):
-    """The store URL with its password replaced, for messages."""
-    secret = store_secret(url)
-    if not secret:
-        return url
-    parts = urlsplit(url)
-    netloc = parts.netloc.replace(':%s@' % secret, ':********@', 1)
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """(what to give open_store, SQLite file path or None) for the `store` option (masking_sql.parse_store)."""
+    return parse_store(value, home=home)
 
 
 # ---------------------------------------------------------------- credentials
@@ -166,32 +119,20 @@ def credentials_from(username=None, password=None, engine_credentials=None):
 # ---------------------------------------------------------------- errors
 
 def error_kind(error):
-    """A stable word for the kind of failure, returned to playbooks as `error_kind`."""
-    if isinstance(error, UnknownJob):
-        return 'unknown_job'
-    if isinstance(error, UnknownEngine):
-        return 'unknown_engine'
-    if isinstance(error, StoreUnavailable):
-        return 'store_unavailable'
-    if isinstance(error, InvalidRequest):
-        return 'bad_parameter'
-    if isinstance(error, EngineBusy):
-        return 'engine_busy'
-    if isinstance(error, DelphixError):
-        return 'engine_error'
-    return 'queue_error'
+    """The stable word for the kind of failure, returned to playbooks as `error_kind` (each error class names it)."""
+    return getattr(error, 'error_kind', 'engine_error')
 
 
 def error_message(error, store_url=None):
     message = str(error) or error.__class__.__name__
-    if isinstance(error, StoreUnavailable) and store_url and redact_store(store_url) not in message:
+    if error_kind(error) == 'store_unavailable' and store_url and redact_store(store_url) not in message:
         message = 'queue store %s is unavailable: %s' % (redact_store(store_url), message)
     engine_message = getattr(error, 'engine_message', None)
     if engine_message and engine_message not in message:
         message = '%s (engine said: %s)' % (message, engine_message)
     secret = store_secret(store_url) if store_url else None
     if secret:
-        message = message.replace(secret, '********')
+        message = message.replace(secret, MASK)
     return message
 
 
@@ -200,32 +141,50 @@ def queue_errors(module, store_url=None, **result):
     """Turn queue, store and engine errors raised inside the block into fail_json with `error_kind`."""
     try:
         yield
-    except (MaskingQueueError, DelphixError) as error:
+    except (MaskingQueueError, DriverError) as error:
         module.fail_json(msg=error_message(error, store_url), error_kind=error_kind(error), **result)
 
 
-def open_queue(module):
-    """Build the MaskingQueue from the shared options; fails the module with a clear message."""
+class Terminated(SystemExit):
+    """SIGTERM while a task waits (an AWX cancel, systemd stop): unwinds like Ctrl-C's KeyboardInterrupt."""
+
+
+def _terminate(_signum, _frame):
+    raise Terminated(143)
+
+
+@contextlib.contextmanager
+def interruptible():
+    """Within the block, SIGTERM raises Terminated (SIGINT already raises KeyboardInterrupt), so a waiting
+    task can cancel its jobs or say it left them, instead of dying silently."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def open_queue(module, read_only=False):
+    """Build the MaskingQueue from the shared options; fails the module with a clear message.
+
+    read_only opens an existing store and never creates (or migrates) one: a mistyped path is an error.
+    """
     if QUEUE_IMPORT_ERROR:
         module.fail_json(msg='the orchestra.fleet masking queue could not be imported', exception=QUEUE_IMPORT_ERROR)
     params = module.params
-    try:
+    with queue_errors(module, store_url=store_url_of(module)):
         url, sqlite_path = resolve_store(params.get('store'))
-        credentials = credentials_from(params.get('username'), params.get('password'), params.get('engine_credentials'))
-    except ValueError as error:
-        module.fail_json(msg=str(error), error_kind='bad_parameter')
-    if sqlite_path:
         try:
-            os.makedirs(os.path.dirname(sqlite_path), exist_ok=True)
-        except OSError as error:
-            module.fail_json(msg='cannot create the directory of the queue store %s: %s' % (sqlite_path, error),
-                             error_kind='store_unavailable')
-    with queue_errors(module, store_url=url):
-        try:
-            return MaskingQueue(url, credentials=credentials)
-        except ImportError as error:
-            module.fail_json(msg=missing_required_lib('psycopg') + ' (%s)' % error, error_kind='store_unavailable',
-                             exception=traceback.format_exc())
+            credentials = credentials_from(params.get('username'), params.get('password'), params.get('engine_credentials'))
+        except ValueError as error:
+            module.fail_json(msg=str(error), error_kind='bad_parameter')
+        if sqlite_path and not read_only:
+            try:
+                os.makedirs(os.path.dirname(sqlite_path), exist_ok=True)
+            except OSError as error:
+                module.fail_json(msg='cannot create the directory of the queue store %s: %s' % (sqlite_path, error),
+                                 error_kind='store_unavailable')
+        return MaskingQueue(url, credentials=credentials, read_only=read_only)
     return None  # not reached: fail_json exits
 
 
@@ -233,7 +192,7 @@ def store_url_of(module):
     """The resolved store URL, for error messages (None if the option is unusable)."""
     try:
         return resolve_store(module.params.get('store'))[0]
-    except ValueError:
+    except MaskingQueueError:
         return None
 
 
@@ -244,42 +203,6 @@ def find_engine(engines, name):
         if engine.get('name') == name:
             return engine
     return None
-
-
-def desired_engine(current, name, state, url=None, slots=None, memory_mb=None, jobs=None, enabled=None, verify=None):
-    """The engine record the module asks for; options left unset keep the current value.
-
-    Raises ValueError when a new engine lacks what it needs.
-    """
-    current = current or {}
-    if not current and (not url or slots is None):
-        raise ValueError('engine %s is not registered yet: url and slots are required to add it' % name)
-    desired = dict(
-        url=url if url is not None else current.get('url'),
-        slots=slots if slots is not None else current.get('slots'),
-        memory_mb=memory_mb if memory_mb is not None else current.get('memory_mb'),
-        jobs=normalize_job_entries(jobs) if jobs is not None else normalize_job_entries(current.get('jobs')),
-        enabled=enabled if enabled is not None else current.get('enabled', True),
-        drained=(state == 'drained'),
-        verify=verify if verify is not None else current.get('verify', True),
-    )
-    return desired
-
-
-def engine_changes(current, desired):
-    """Fields whose value differs: {field: (before, after)}; every field when the engine is new."""
-    current = current or {}
-    changes = {}
-    for field in ENGINE_FIELDS:
-        before = current.get(field)
-        after = desired.get(field)
-        if field == 'jobs':
-            before = normalize_job_entries(before)
-        if field == 'verify' and field not in current and current:
-            continue  # the queue may not report it back; never a reason to write
-        if before != after:
-            changes[field] = (before, after)
-    return changes
 
 
 def engine_view(engine):
@@ -365,21 +288,6 @@ def job_outcome(job, warning_is_failure=False, timed_out=False):
         describe_job(job), state, ' (%s)' % detail if detail else ''), []
 
 
-def carriers(engines, job_name, environment=None, engine_affinity=None):
-    """Names of the registered engines that carry job_name (+environment), whatever their load or state.
-
-    Asks the placement function itself, with every engine empty and usable, so "carries" means exactly
-    what the scheduler will use.
-    """
-    probe = QueuedJob(0, job_name, environment, 0, engine_affinity, None, 0)
-    names = []
-    for engine in engines or ():
-        candidate = make_engine(engine.get('name'), 1, jobs=engine.get('jobs'))
-        if place([probe], [candidate]):
-            names.append(engine.get('name'))
-    return names
-
-
 def normalize_job_entries(entries):
     """Engine `jobs` option -> canonical sorted list: "name" or {"name", "environment"}; None stays None.
 
@@ -419,6 +327,6 @@ def queue_summary(info):
         for engine in info.get('engines') or ())
     return dict(
         states=counts,
-        active=sum(counts.get(state, 0) for state in ACTIVE_STATES),
+        active=sum(counts.get(state, 0) for state in UNFINISHED_STATES),
         engines=engines,
     )

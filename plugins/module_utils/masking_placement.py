@@ -20,9 +20,6 @@ Rules, in order:
 A job that cannot be placed does not block jobs behind it that fit elsewhere.
 """
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
-
 import bisect
 import collections
 import datetime
@@ -81,11 +78,13 @@ def _carries(engine, job_name, environment):
     return (job_name, environment) in engine.carries
 
 
+def same_job(one, other):
+    """Two (job name, environment) pairs may name the same masking job (an environment left out matches any)."""
+    return one[0] == other[0] and (one[1] == other[1] or one[1] is None or other[1] is None)
+
+
 def _same_job_active(active_jobs, job_name, environment):
-    for name, env in active_jobs:
-        if name == job_name and (env == environment or env is None or environment is None):
-            return True
-    return False
+    return any(same_job(pair, (job_name, environment)) for pair in active_jobs)
 
 
 def _job_memory(job, policy):
@@ -96,6 +95,42 @@ def _job_memory(job, policy):
 
 def _eligible(engine, job_name, environment, affinity):
     return (affinity is None or engine.name == affinity) and _carries(engine, job_name, environment)
+
+
+def carriers(engines, job_name, environment=None, affinity=None):
+    """Names of the engines that carry the job at all, whatever their load or state: "can any engine run it".
+
+    The one answer to that question for enqueue and the modules (a typo fails at once, not in an hour).
+    """
+    return [e.name for e in engines if _eligible(e, job_name, environment, affinity)]
+
+
+def queued_job(row):
+    """A job row (dict) -> QueuedJob."""
+    return QueuedJob(row['id'], row['job_name'], row['environment'], row['priority'], row['engine_affinity'],
+                     row['max_memory_mb'], row['attempt'])
+
+
+def engine_state(engine):
+    """An engine dict with its use (as the store returns it) -> EngineState."""
+    return make_engine(engine['name'], engine['slots'], engine['slots_used'], engine['memory_mb'], engine['memory_used_mb'],
+                       engine['enabled'], engine['drained'], engine['jobs'], engine['unreachable_since'],
+                       engine['active_jobs'])
+
+
+def decide(queued_rows, engines, policy=None):
+    """The scheduler's decision for one step: assignments [(job_id, engine)].
+
+    Rows are the store's tuples (in QueuedJob's field order) or dicts; engines are engine dicts with their use.
+    """
+    jobs = [queued_job(row) if isinstance(row, dict) else QueuedJob._make(row) for row in queued_rows]
+    return [(a.job_id, a.engine) for a in place(jobs, [engine_state(e) for e in engines], policy)]
+
+
+def has_room(engine):
+    """An engine dict that can take a job now (the scheduler step is skipped when none can)."""
+    return (engine['enabled'] and not engine['drained'] and engine['unreachable_since'] is None
+            and engine['slots_used'] < engine['slots'])
 
 
 def _usable(engine):

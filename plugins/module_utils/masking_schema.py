@@ -4,13 +4,11 @@
 """The queue's schema, as an ordered list of forward migrations.
 
 Rules: a migration is never edited once released; a change is a new entry at
-the end. Statements are written once for both databases: `{pk}` is the only
-per-dialect piece (an auto-increment primary key), booleans are 0/1 integers
-and times are epoch seconds (DOUBLE PRECISION, which SQLite reads as REAL).
+the end. Statements are written once for both databases where SQL allows: `{pk}`
+is the per-dialect auto-increment primary key, booleans are 0/1 integers and
+times are epoch seconds (DOUBLE PRECISION, which SQLite reads as REAL). Where the
+two databases' SQL differs (triggers), a statement is a mapping dialect name -> SQL.
 """
-
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
 
 MIGRATIONS = [
     (1, 'initial schema', [
@@ -78,6 +76,37 @@ MIGRATIONS = [
             expires_at DOUBLE PRECISION NOT NULL,
             fence BIGINT NOT NULL)""",
     ]),
+    (2, 'start markers, failure kinds, one owner per execution, retention index', [
+        # The job's highest execution id on its engine before the POST: only a newer execution can be its own.
+        'ALTER TABLE jobs ADD COLUMN start_marker BIGINT',
+        # Why a FAILED job failed, as the error_kind modules return (job_failed only when the engine ran it).
+        'ALTER TABLE jobs ADD COLUMN error_kind TEXT',
+        # Older versions could let two jobs adopt one execution: keep it on the first, say so on the others.
+        """UPDATE jobs SET error = COALESCE(error || ' ', '') || '(execution ' || CAST(execution_id AS TEXT)
+               || ' also claimed by an earlier queue job; cleared by schema migration 2)', execution_id = NULL
+           WHERE id IN (SELECT later.id FROM jobs later JOIN jobs earlier ON later.engine = earlier.engine
+                        AND later.execution_id = earlier.execution_id AND later.id > earlier.id)""",
+        'CREATE UNIQUE INDEX jobs_execution_owner ON jobs (engine, execution_id)',
+        'CREATE INDEX jobs_by_age ON jobs (updated_at)',
+        # Counts per state without a scan of every job (cheap at 100,000+ jobs): triggers append +1/-1 rows,
+        # writers fold them from time to time (Store.compact_counts). Appending never contends for a row lock.
+        'CREATE TABLE job_counts (id {pk}, state TEXT NOT NULL, n BIGINT NOT NULL)',
+        {'sqlite': 'CREATE TRIGGER jobs_counted_insert AFTER INSERT ON jobs BEGIN '
+                   'INSERT INTO job_counts (state, n) VALUES (NEW.state, 1); END',
+         'postgresql': """CREATE FUNCTION orchestra_count_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
+                          BEGIN
+                            IF TG_OP IN ('UPDATE', 'DELETE') THEN INSERT INTO job_counts (state, n) VALUES (OLD.state, -1); END IF;
+                            IF TG_OP IN ('UPDATE', 'INSERT') THEN INSERT INTO job_counts (state, n) VALUES (NEW.state, 1); END IF;
+                            RETURN NULL;
+                          END $$"""},
+        {'sqlite': 'CREATE TRIGGER jobs_counted_delete AFTER DELETE ON jobs BEGIN '
+                   'INSERT INTO job_counts (state, n) VALUES (OLD.state, -1); END',
+         'postgresql': 'CREATE TRIGGER jobs_counted AFTER INSERT OR DELETE ON jobs FOR EACH ROW EXECUTE FUNCTION orchestra_count_jobs()'},
+        {'sqlite': 'CREATE TRIGGER jobs_counted_update AFTER UPDATE OF state ON jobs WHEN OLD.state <> NEW.state BEGIN '
+                   'INSERT INTO job_counts (state, n) VALUES (OLD.state, -1); '
+                   'INSERT INTO job_counts (state, n) VALUES (NEW.state, 1); END',
+         'postgresql': 'CREATE TRIGGER jobs_counted_moves AFTER UPDATE OF state ON jobs FOR EACH ROW '
+                       'WHEN (OLD.state IS DISTINCT FROM NEW.state) EXECUTE FUNCTION orchestra_count_jobs()'},
+        'INSERT INTO job_counts (state, n) SELECT state, COUNT(*) FROM jobs GROUP BY state',
+    ]),
 ]
-
-LATEST = MIGRATIONS[-1][0]

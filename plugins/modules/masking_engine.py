@@ -3,9 +3,6 @@
 # Copyright: orchestra.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
-
 DOCUMENTATION = r'''
 module: masking_engine
 short_description: Register, update, drain or remove a Delphix masking engine in the masking queue
@@ -198,7 +195,7 @@ diff:
 '''
 
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_module import (
-    masking_module, argument_spec, desired_engine, engine_changes, engine_view, find_engine, open_queue, queue_errors, store_url_of)
+    masking_module, UnknownEngine, argument_spec, engine_view, normalize_job_entries, open_queue, queue_errors, store_url_of)
 
 
 def module_argument_spec():
@@ -224,50 +221,41 @@ def validate(module):
         module.fail_json(msg='memory_mb must be 1 or more', error_kind='bad_parameter')
 
 
-def remove(module, queue, current):
+def current_engine(queue, name):
+    try:
+        return queue.engine(name)
+    except UnknownEngine:
+        return None
+
+
+def remove(module, queue):
+    """The queue decides (also in check mode, as a dry run) whether the engine may go."""
     name = module.params['name']
+    current = current_engine(queue, name)
     result = dict(changed=current is not None, engine={})
     if module._diff and current is not None:
         result['diff'] = dict(before=engine_view(current), after={})
-    if current is not None and module.check_mode and current.get('slots_used') and not module.params['force']:
-        # what the queue would answer for real: an engine with jobs on it is not removed without force
-        module.fail_json(msg='engine %s holds %d scheduled or running jobs: drain it first, or force the removal'
-                         % (name, current['slots_used']), error_kind='engine_busy', **result)
-    if current is None or module.check_mode:
-        module.exit_json(**result)
-    if module.params['force']:
-        result['changed'] = queue.remove_engine(name, force=True)
-    else:
-        result['changed'] = queue.remove_engine(name)
+    with queue_errors(module, store_url=store_url_of(module), **result):
+        result['changed'] = queue.remove_engine(name, force=module.params['force'], dry_run=module.check_mode)
     module.exit_json(**result)
 
 
-def ensure(module, queue, current):
+def ensure(module, queue):
+    """Options left out keep the engine's value; the queue computes what changes (a dry run in check mode)."""
     params = module.params
     try:
-        desired = desired_engine(current, params['name'], params['state'], url=params['url'], slots=params['slots'],
-                                 memory_mb=params['memory_mb'], jobs=params['jobs'], enabled=params['enabled'],
-                                 verify=params['validate_certs'])
+        jobs = normalize_job_entries(params['jobs'])
     except ValueError as error:
         module.fail_json(msg=str(error), error_kind='bad_parameter')
-    changes = engine_changes(current, desired)
-    result = dict(changed=bool(changes))
+    new = current_engine(queue, params['name']) is None
+    changes, engine = queue.ensure_engine(params['name'], url=params['url'], slots=params['slots'],
+                                          memory_mb=params['memory_mb'], jobs=jobs, enabled=params['enabled'],
+                                          drained=params['state'] == 'drained', verify=params['validate_certs'],
+                                          dry_run=module.check_mode)
+    result = dict(changed=bool(changes), engine=engine)
     if module._diff and changes:
-        result['diff'] = dict(before=dict((k, v[0]) for k, v in changes.items()) if current else {},
+        result['diff'] = dict(before={} if new else dict((k, v[0]) for k, v in changes.items()),
                               after=dict((k, v[1]) for k, v in changes.items()))
-    if not changes:
-        result['engine'] = current
-        module.exit_json(**result)
-    if module.check_mode:
-        # The queue validates as for real (a bad URL fails here too) and writes nothing.
-        _changed, result['engine'] = queue.ensure_engine(
-            params['name'], desired['url'], desired['slots'], memory_mb=desired['memory_mb'], jobs=desired['jobs'],
-            enabled=desired['enabled'], drained=desired['drained'], verify=desired['verify'], dry_run=True)
-        module.exit_json(**result)
-    changed, engine = queue.ensure_engine(params['name'], desired['url'], desired['slots'], memory_mb=desired['memory_mb'],
-                                          jobs=desired['jobs'], enabled=desired['enabled'], drained=desired['drained'],
-                                          verify=desired['verify'])
-    result.update(changed=bool(changed), engine=engine)
     module.exit_json(**result)
 
 
@@ -276,11 +264,10 @@ def main():
     validate(module)
     queue = open_queue(module)
     with queue_errors(module, store_url=store_url_of(module)):
-        current = find_engine(queue.info(jobs=False, engines=True).get('engines'), module.params['name'])
         if module.params['state'] == 'absent':
-            remove(module, queue, current)
+            remove(module, queue)
         else:
-            ensure(module, queue, current)
+            ensure(module, queue)
 
 
 if __name__ == '__main__':

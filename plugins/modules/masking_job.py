@@ -3,9 +3,6 @@
 # Copyright: orchestra.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
-
 DOCUMENTATION = r'''
 module: masking_job
 short_description: Queue a Delphix masking job, wait for it, or cancel it
@@ -38,10 +35,19 @@ options:
     description:
       - Your identifier for this request, unique in the queue. Submitting the same O(request_id) again returns the
         existing entry (and waits for it with O(wait=true)) instead of running the job again. An entry that has
-        ended is reported as it ended (a failed one fails the task again); use a new request id to run the job again.
+        ended is reported as it ended (a failed one fails the task again), unless O(rerun=true).
       - Also selects the entry to cancel with O(state=cancelled).
       - Left out, every run of the task queues a new run of the job.
     type: str
+  rerun:
+    description:
+      - The re-submission rule. With V(true), an entry of this O(request_id) that ended V(FAILED) or V(CANCELLED) is
+        queued again (same queue id and request id, its history kept), so a retry of a failed run can keep the
+        request id of the day. An entry that is still queued or running is waited for as usual, and one that
+        V(SUCCEEDED) or ended with V(WARNING) is never run again under its request id.
+      - With V(false) (the default) the entry is reported as it ended.
+    type: bool
+    default: false
   job_id:
     description:
       - The queue entry id (RV(job.id)) to cancel with O(state=cancelled), instead of O(request_id).
@@ -83,9 +89,10 @@ options:
     default: true
   timeout:
     description:
-      - Seconds to wait with O(wait=true).
+      - Seconds this task waits with O(wait=true) (per task, so per job in a loop).
+      - Defaults to V(3600) with O(state=present) and V(60) with O(state=cancelled) (how long the task waits for a
+        cancelled job to settle on the engine).
     type: int
-    default: 3600
   poll_interval:
     description:
       - Seconds between queue steps while waiting.
@@ -94,6 +101,16 @@ options:
   cancel_on_timeout:
     description:
       - When the wait times out, cancel the job (on the engine too) instead of leaving it running.
+    type: bool
+    default: false
+  cancel_on_interrupt:
+    description:
+      - When the waiting task is interrupted (Ctrl-C, which sends SIGINT, or SIGTERM, which AWX/AAP and systemd send to
+        stop a job), cancel the job (on the engine too when it runs) before the task ends.
+      - With V(false) (the default) an interrupted wait leaves the job queued or running; the queue keeps it going
+        (another waiting task, M(orchestra.fleet.masking_poll) or the C(orchestra.fleet.schedule) playbook finish it)
+        and waiting again with the same O(request_id) picks it up. Either way the task fails with
+        RV(error_kind=interrupted).
     type: bool
     default: false
   warning_is_failure:
@@ -116,6 +133,7 @@ EXAMPLES = r'''
   orchestra.fleet.masking_job:
     job_name: mask_customers
     request_id: "nightly-{{ ansible_date_time.date }}-customers"
+    rerun: true
     timeout: 7200
   delegate_to: localhost
   register: masked
@@ -151,11 +169,18 @@ EXAMPLES = r'''
   loop: [mask_customers, mask_orders, mask_invoices]
   delegate_to: localhost
 
-- name: Cancel a request
+- name: Retry today's run after a failure, under the same request id
+  orchestra.fleet.masking_job:
+    job_name: mask_customers
+    request_id: "nightly-{{ ansible_date_time.date }}-customers"
+    rerun: true
+    cancel_on_interrupt: true
+  delegate_to: localhost
+
+- name: Cancel a request (waits up to 60 s for the engine to confirm)
   orchestra.fleet.masking_job:
     request_id: release-42-mask_orders
     state: cancelled
-    wait: false
   delegate_to: localhost
 
 - name: Engine credentials from AWX or vault, set once for all masking tasks
@@ -297,6 +322,15 @@ job:
       description: The engine's (or the queue's) message for a failed or warned job.
       type: str
       sample: null
+    error_kind:
+      description: For a FAILED entry, why (see RV(error_kind)); null otherwise.
+      type: str
+      sample: null
+    start_marker:
+      description: The highest execution id of the masking job on its engine just before the queue started it (only a
+        newer execution can be this entry's own).
+      type: int
+      sample: 4710
     max_memory_mb:
       description: Memory the job declared, or null.
       type: int
@@ -311,8 +345,12 @@ job:
       sample: false
 error_kind:
   description: >-
-    On failure, what went wrong: V(job_failed), V(job_warning), V(job_cancelled), V(timeout), V(unknown_job),
-    V(unknown_engine), V(store_unavailable), V(bad_parameter), V(engine_error) or V(queue_error).
+    On failure, what went wrong. V(job_failed) only when the engine ran the job and it failed; V(job_warning),
+    V(job_cancelled), V(timeout), V(interrupted); refusals before anything ran: V(engine_auth) (the engine refused
+    the login), V(no_credentials) (no credentials for the engine the job is placed on), V(job_not_found) (the engine
+    has no job of that name), V(job_ambiguous) (the name exists in several environments: set O(environment));
+    V(unknown_job) (no registered engine carries the job, or no such queue entry), V(unknown_engine),
+    V(store_unavailable), V(bad_parameter), V(engine_error), V(start_failed) or V(queue_error).
   returned: failure
   type: str
   sample: job_failed
@@ -320,10 +358,11 @@ error_kind:
 
 import time
 
-from ansible_collections.orchestra.fleet.plugins.module_utils.masking_store import TERMINAL_STATES
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_module import (
-    masking_module, UnknownJob, argument_spec, carriers, find_engine, job_outcome, job_timings, open_queue,
-    queue_errors, store_url_of)
+    masking_module, argument_spec, interruptible, job_outcome, job_timings, open_queue, queue_errors, store_url_of)
+from ansible_collections.orchestra.fleet.plugins.module_utils.masking_queue import TERMINAL_STATES, WaitInterrupted
+
+DEFAULT_TIMEOUT = {'present': 3600, 'cancelled': 60}
 
 
 def module_argument_spec():
@@ -336,10 +375,12 @@ def module_argument_spec():
         engine=dict(type='str'),
         max_memory_mb=dict(type='int'),
         state=dict(type='str', default='present', choices=['present', 'cancelled']),
+        rerun=dict(type='bool', default=False),
         wait=dict(type='bool', default=True),
-        timeout=dict(type='int', default=3600),
+        timeout=dict(type='int'),
         poll_interval=dict(type='float', default=1.0),
         cancel_on_timeout=dict(type='bool', default=False),
+        cancel_on_interrupt=dict(type='bool', default=False),
         warning_is_failure=dict(type='bool', default=False),
     )
 
@@ -360,7 +401,7 @@ def job_result(job):
 def outcome_kind(job, timed_out):
     state = job.get('state')
     if state == 'FAILED':
-        return 'job_failed'
+        return job.get('error_kind') or 'job_failed'
     if state == 'WARNING':
         return 'job_warning'
     if state == 'CANCELLED' and not timed_out:
@@ -368,39 +409,22 @@ def outcome_kind(job, timed_out):
     return 'timeout'
 
 
-def existing(queue, key):
-    """The entry for a request id or queue id, or None."""
-    if key is None:
-        return None
-    try:
-        return queue.job(key)
-    except UnknownJob:
-        return None
-
-
-def check_placeable(module, queue):
-    """Fail before queueing anything when no registered engine could ever run the job."""
-    params = module.params
-    engines = queue.info(jobs=False, engines=True).get('engines') or []
-    if params['engine'] is not None and find_engine(engines, params['engine']) is None:
-        module.fail_json(msg='unknown engine %s: register it with orchestra.fleet.masking_engine first (nothing was queued)'
-                         % params['engine'], error_kind='unknown_engine')
-    if not carriers(engines, params['job_name'], params['environment'], params['engine']):
-        what = params['job_name'] + (' in environment %s' % params['environment'] if params['environment'] else '')
-        where = 'engine %s' % params['engine'] if params['engine'] else 'no registered engine'
-        module.fail_json(msg='unknown masking job %s: %s carries it (add it to the jobs of an engine with '
-                         'orchestra.fleet.masking_engine; nothing was queued)' % (what, where), error_kind='unknown_job')
-
-
-def wait_for(module, queue, job, result):
+def wait_for(module, queue, job, result, timeout):
     """Block until the entry ends, then exit or fail according to its outcome."""
     params = module.params
     started = time.time()
-    jobs = queue.wait([job['id']], params['timeout'], poll_interval=params['poll_interval'],
-                      cancel_on_timeout=params['cancel_on_timeout'])
-    job = jobs[0] if jobs else queue.job(job['id'])
+    try:
+        with interruptible():
+            jobs = queue.wait([job['id']], timeout, poll_interval=params['poll_interval'],
+                              cancel_on_timeout=params['cancel_on_timeout'],
+                              cancel_on_interrupt=params['cancel_on_interrupt'])
+    except WaitInterrupted as interrupted:
+        result.update(job_result(interrupted.jobs[0]))
+        module.fail_json(msg='%s: masking job %s is %s' % (interrupted, job.get('job_name'), interrupted.jobs[0].get('state')),
+                         error_kind='interrupted', **result)
+    job = jobs[0]
     timed_out = job.get('state') not in TERMINAL_STATES or (
-        params['cancel_on_timeout'] and job.get('state') == 'CANCELLED' and time.time() - started >= params['timeout'])
+        params['cancel_on_timeout'] and job.get('state') == 'CANCELLED' and time.time() - started >= timeout)
     result.update(job_result(job))
     failed, message, warnings = job_outcome(job, params['warning_is_failure'], timed_out=timed_out)
     for warning in warnings:
@@ -412,25 +436,21 @@ def wait_for(module, queue, job, result):
 
 
 def present(module, queue):
+    """The queue decides: new entry, existing entry, rerun, refusal (also in check mode, as a dry run)."""
     params = module.params
-    job = existing(queue, params['request_id'])
-    result = dict(changed=job is None, created=job is None)
-    if job is None:
-        check_placeable(module, queue)
-        if module.check_mode:
-            result['msg'] = 'would queue masking job %s' % params['job_name']
-            module.exit_json(**result)
-        created, job = queue.enqueue(params['job_name'], request_id=params['request_id'],
-                                     environment=params['environment'], priority=params['priority'],
-                                     engine=params['engine'], max_memory_mb=params['max_memory_mb'])
-        result.update(changed=bool(created), created=bool(created))
-    elif job.get('job_name') != params['job_name']:
-        module.fail_json(msg='request id %s already belongs to masking job %s, not %s'
-                         % (params['request_id'], job.get('job_name'), params['job_name']),
-                         error_kind='bad_parameter', **job_result(job))
+    created, job = queue.enqueue(params['job_name'], request_id=params['request_id'], environment=params['environment'],
+                                 priority=params['priority'], engine=params['engine'], max_memory_mb=params['max_memory_mb'],
+                                 rerun=params['rerun'], dry_run=module.check_mode)
+    result = dict(changed=bool(created), created=bool(created))
+    if module.check_mode:
+        if created:   # nothing exists yet: no entry to return
+            module.exit_json(msg='would queue masking job %s' % params['job_name'], **result)
+        result.update(job_result(job))
+        module.exit_json(msg='masking job %s is %s' % (params['job_name'], job.get('state')), **result)
     result.update(job_result(job))
-    if params['wait'] and not module.check_mode:
-        wait_for(module, queue, job, result)
+    if params['wait']:
+        with queue_errors(module, store_url=store_url_of(module), **result):
+            wait_for(module, queue, job, result, params['timeout'])
     result['msg'] = 'masking job %s is %s' % (params['job_name'], job.get('state'))
     module.exit_json(**result)
 
@@ -444,14 +464,13 @@ def cancel(module, queue):
         result.update(job_result(job))
         module.exit_json(**result)
     result = dict(changed=True)
-    if module.check_mode:
-        result.update(job_result(job))
-        module.exit_json(msg='would cancel masking job %s' % job.get('job_name'), **result)
-    job = queue.cancel(key)
+    job = queue.cancel(key, dry_run=module.check_mode)
     result.update(job_result(job))
+    if module.check_mode:
+        module.exit_json(msg='would cancel masking job %s' % job.get('job_name'), **result)
     if params['wait']:
-        jobs = queue.wait([job['id']], params['timeout'], poll_interval=params['poll_interval'])
-        job = jobs[0] if jobs else queue.job(job['id'])
+        with queue_errors(module, store_url=store_url_of(module), **result):
+            job = queue.wait([job['id']], params['timeout'], poll_interval=params['poll_interval'])[0]
         result.update(job_result(job))
     result['msg'] = 'masking job %s is %s' % (job.get('job_name'), job.get('state'))
     module.exit_json(**result)
@@ -465,6 +484,8 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
+    if params['timeout'] is None:
+        params['timeout'] = DEFAULT_TIMEOUT[params['state']]
     if params['timeout'] < 0 or params['poll_interval'] <= 0:
         module.fail_json(msg='timeout must be 0 or more and poll_interval more than 0', error_kind='bad_parameter')
     if params['max_memory_mb'] is not None and params['max_memory_mb'] < 0:

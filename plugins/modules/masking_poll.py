@@ -3,9 +3,6 @@
 # Copyright: orchestra.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
-
 DOCUMENTATION = r'''
 module: masking_poll
 short_description: Run one poll step of the masking queue, or follow it until it drains
@@ -72,11 +69,14 @@ RETURN = r'''
 step:
   description:
     - What the first poll step reported, counters of jobs C(started), C(recovered) (interrupted starts reconciled),
-      C(refreshed), C(finished), C(requeued), C(cancelled), C(start_errors), and engines found C(unreachable).
+      C(refreshed), C(finished), C(requeued), C(cancelled), C(start_errors), engines found C(unreachable), and
+      C(waiting_for_credentials) (scheduled jobs on engines this task has no credentials for: the task then fails
+      with C(error_kind=no_credentials) instead of reporting success while nothing can move).
     - C(changed) is true when a job was started, recovered, finished, requeued or cancelled.
   returned: always
   type: dict
-  sample: {started: 2, recovered: 0, refreshed: 5, finished: 1, requeued: 0, cancelled: 0, start_errors: 0, unreachable: 0}
+  sample: {started: 2, recovered: 0, refreshed: 5, finished: 1, requeued: 0, cancelled: 0, start_errors: 0, unreachable: 0,
+           waiting_for_credentials: 0}
 steps:
   description: How many poll steps this task ran (1 without O(follow)).
   returned: always
@@ -109,7 +109,7 @@ summary:
 import time
 
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_module import (
-    masking_module, ACTIVE_STATES, argument_spec, open_queue, queue_errors, queue_summary, store_url_of)
+    masking_module, UNFINISHED_STATES, argument_spec, open_queue, queue_errors, queue_summary, store_url_of)
 
 
 # Step counters that mean the queue was written (refreshed alone only read the engines).
@@ -121,7 +121,7 @@ def step_changed(step):
 
 
 def active_ids(queue):
-    info = queue.info(jobs=True, engines=False, states=list(ACTIVE_STATES))
+    info = queue.info(jobs=True, engines=False, states=list(UNFINISHED_STATES))
     return [job['id'] for job in info.get('jobs') or ()]
 
 
@@ -158,6 +158,11 @@ def main():
         summary = queue_summary(queue.info(jobs=False, engines=True))
     result = dict(changed=step_changed(step) or steps > 1,
                   step=step, steps=steps, active=summary['active'], summary=summary)
+    if step.get('waiting_for_credentials'):
+        # Not green when nothing can move: jobs sit on engines this task cannot log in to.
+        module.fail_json(msg='%d scheduled masking jobs wait on engines this task has no credentials for: give it '
+                         'username/password or engine_credentials' % step['waiting_for_credentials'],
+                         error_kind='no_credentials', **result)
     if params['follow'] and summary['active']:
         module.fail_json(msg='%d masking jobs still active after %d s' % (summary['active'], params['timeout']),
                          error_kind='timeout', **result)

@@ -3,9 +3,6 @@
 # Copyright: orchestra.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
-
 DOCUMENTATION = r'''
 module: masking_queue_info
 short_description: Read the masking queue - jobs, engines with slot use, pending reasons and history
@@ -13,7 +10,9 @@ version_added: 0.1.0
 description:
   - Returns the jobs of the orchestra.fleet masking queue with their state, engine, execution and the reason why a
     job still waits; the engines with their slot and memory use; and, on request, the transition history of jobs.
-  - Reads only; never talks to the engines.
+  - Reads only; never talks to the engines. It opens an existing queue store and never creates or migrates one, so
+    a mistyped O(store) fails clearly (also in check mode) instead of reading as an empty queue.
+  - Summary counts cover the whole queue and stay cheap on large queues; the job list is the newest O(limit) jobs.
 extends_documentation_fragment:
   - orchestra.fleet.masking
   - ansible.builtin.action_common_attributes
@@ -38,8 +37,9 @@ options:
     choices: [QUEUED, SCHEDULED, STARTING, RUNNING, ENGINE_QUEUED, SUCCEEDED, WARNING, FAILED, CANCELLED]
   limit:
     description:
-      - Return at most this many jobs (the first ones in queue order).
+      - Return at most this many jobs, the newest first. V(0) returns every selected job.
     type: int
+    default: 100
   history_for:
     description:
       - Queue ids or request ids of jobs whose transition history to return in RV(history).
@@ -87,7 +87,7 @@ EXAMPLES = r'''
 RETURN = r'''
 jobs:
   description:
-    - The queue's jobs in queue order, oldest first (see M(orchestra.fleet.masking_job) RV(orchestra.fleet.masking_job#module:job)
+    - The selected jobs, newest first, at most O(limit) (see M(orchestra.fleet.masking_job) RV(orchestra.fleet.masking_job#module:job)
       for the keys).
     - Each job also has C(timings) with C(queued_seconds), C(run_seconds) and C(total_seconds) (null while unknown), as
       M(orchestra.fleet.masking_job) RV(orchestra.fleet.masking_job#module:timings).
@@ -191,17 +191,17 @@ def main():
         jobs=dict(type='bool', default=True),
         engines=dict(type='bool', default=True),
         states=dict(type='list', elements='str', choices=list(ALL_STATES)),
-        limit=dict(type='int'),
+        limit=dict(type='int', default=100),
         history_for=dict(type='list', elements='str'),
     ), supports_check_mode=True)
     params = module.params
-    if params['limit'] is not None and params['limit'] < 1:
-        module.fail_json(msg='limit must be 1 or more', error_kind='bad_parameter')
-    queue = open_queue(module)
+    if params['limit'] < 0:
+        module.fail_json(msg='limit must be 0 (no limit) or more', error_kind='bad_parameter')
+    queue = open_queue(module, read_only=True)
     with queue_errors(module, store_url=store_url_of(module)):
         info = queue.info(jobs=params['jobs'], engines=params['engines'],
                           history_for=history_keys(params['history_for']) or None,
-                          states=params['states'], limit=params['limit'])
+                          states=params['states'], limit=params['limit'] or None, newest_first=True)
     result = dict(changed=False, summary=queue_summary(info), store=info.get('store'), schema_version=info.get('schema_version'))
     if params['jobs']:
         result['jobs'] = [dict(job, timings=job_timings(job)) for job in info.get('jobs') or ()]

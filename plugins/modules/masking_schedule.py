@@ -3,9 +3,6 @@
 # Copyright: orchestra.fleet contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import absolute_import, division, print_function
-__metaclass__ = type
-
 DOCUMENTATION = r'''
 module: masking_schedule
 short_description: Run one scheduler step of the masking queue

@@ -4,7 +4,8 @@
            [--until-drained] [--max-seconds 300] [--interval 0.02] [--start-lease 10] [--retry-delay 0.5]
            [--client-timeout 2] [--client-retries 1]
 
-Runs schedule/poll steps in a loop until the queue holds no unfinished job (--until-drained) or
+Runs schedule/poll steps in a loop (each step rides out a database outage of up to --outage-timeout
+seconds, reconnecting with backoff) until the queue holds no unfinished job (--until-drained) or
 --max-seconds pass; always ends by itself. Credentials come from a file (JSON {"*": {"username", "password"}}),
 never from the command line, so they do not show in `ps`. Prints one JSON summary line at the end.
 """
@@ -16,7 +17,6 @@ import time
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_driver import DelphixDriverFactory
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors import MaskingQueueError
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_queue import MaskingQueue
-from ansible_collections.orchestra.fleet.plugins.module_utils.masking_store import TERMINAL_STATES
 
 
 def parse_args(argv):
@@ -34,11 +34,12 @@ def parse_args(argv):
     parser.add_argument('--dead-holder-grace', type=float, default=3.0)
     parser.add_argument('--client-timeout', type=float, default=2.0)
     parser.add_argument('--client-retries', type=int, default=1)
+    parser.add_argument('--outage-timeout', type=float, default=90.0, help='seconds a step rides out a database outage')
     return parser.parse_args(argv)
 
 
 def unfinished(queue):
-    return sum(n for state, n in queue.store.counts().items() if state not in TERMINAL_STATES)
+    return queue.store.unfinished_count()
 
 
 def main(argv=None):
@@ -53,7 +54,8 @@ def main(argv=None):
     try:
         queue = MaskingQueue(args.store, credentials=credentials, driver_factory=factory, start_lease=args.start_lease,
                              retry_delay=args.retry_delay, probe_interval=args.probe_interval,
-                             refresh_interval=args.refresh_interval, dead_holder_grace=args.dead_holder_grace)
+                             refresh_interval=args.refresh_interval, dead_holder_grace=args.dead_holder_grace,
+                             outage_timeout=args.outage_timeout)
     except MaskingQueueError as exc:
         print(json.dumps({'error': str(exc)}), flush=True)
         return 2
@@ -66,7 +68,7 @@ def main(argv=None):
                 totals['placed'] += placed
                 busy = busy or placed > 0
             if args.mode in ('both', 'poll'):
-                stats = queue.poll_step()
+                stats = queue.poll_step(close_drivers=False)   # keep the engine sessions between cycles
                 for key in ('started', 'finished', 'recovered'):
                     totals[key] += stats[key]
                 busy = busy or stats['started'] > 0 or stats['finished'] > 0
@@ -74,12 +76,21 @@ def main(argv=None):
             totals['errors'] += 1
             print(json.dumps({'step_error': str(exc)}), flush=True)
         totals['cycles'] += 1
-        if args.until_drained and not busy and unfinished(queue) == 0:
-            break
+        try:
+            if args.until_drained and not busy and unfinished(queue) == 0:
+                break
+        except MaskingQueueError as exc:   # the store stayed down longer than --outage-timeout: say so, go on
+            totals['errors'] += 1
+            print(json.dumps({'step_error': str(exc)}), flush=True)
         if not busy:
             time.sleep(args.interval)
     totals['seconds'] = round(time.monotonic() - started, 3)
-    totals['unfinished'] = unfinished(queue)
+    try:
+        totals['unfinished'] = unfinished(queue)
+    except MaskingQueueError as exc:
+        totals['unfinished'] = None
+        totals['last_error'] = str(exc)
+    queue.close()   # logs out of the engines
     print(json.dumps(totals), flush=True)
     return 0
 

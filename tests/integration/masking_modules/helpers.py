@@ -58,8 +58,25 @@ class Runner:
         env.update(extra or {})
         return env
 
+    def start_play(self, tasks, defaults=None):
+        """Start `tasks` in a real ansible-playbook of its own session (as a terminal or AWX runs it) -> (Popen, results path).
+
+        The caller signals its process group (os.killpg) like Ctrl-C or an AWX cancel does, and waits for it.
+        """
+        cmd, results_path = self._write_play(tasks, (), defaults)
+        proc = subprocess.Popen(cmd, cwd=str(self.workdir), env=self.env(), stdout=subprocess.PIPE,  # pylint: disable=consider-using-with
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        return proc, results_path
+
     def play(self, tasks, register=(), check=False, defaults=None, extra_args=(), timeout=180):
         """Run `tasks` (YAML text or a list) on localhost; returns (rc, output, {registered name: result})."""
+        cmd, results_path = self._write_play(tasks, register, defaults)
+        cmd += list(extra_args)
+        if check:
+            cmd.append('--check')
+        return self._run(cmd, results_path, timeout)
+
+    def _write_play(self, tasks, register, defaults):
         self.count += 1
         if isinstance(tasks, str):
             tasks = yaml.safe_load(textwrap.dedent(tasks))
@@ -78,10 +95,7 @@ class Runner:
         path = os.path.join(str(self.workdir), 'play-%d.yml' % self.count)
         with open(path, 'w', encoding='utf-8') as handle:
             yaml.safe_dump(play, handle, sort_keys=False)
-        cmd = [os.path.join(BIN, 'ansible-playbook'), '-i', 'localhost,', path] + list(extra_args)
-        if check:
-            cmd.append('--check')
-        return self._run(cmd, results_path, timeout)
+        return [os.path.join(BIN, 'ansible-playbook'), '-i', 'localhost,', path], results_path
 
     def playbook(self, name, extra_vars=None, env=None, timeout=180):
         """Run one of the collection's playbooks (orchestra.fleet.NAME); returns (rc, output)."""

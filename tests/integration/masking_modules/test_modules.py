@@ -215,3 +215,57 @@ def test_shared_postgresql_store(tmp_path, engines):
         assert [job['request_id'] for job in res['info']['jobs']] == ['pg-1']
     finally:
         server.stop()
+
+
+def _wait_until(predicate, timeout=60.0):
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError('condition not reached in %.0f s' % timeout)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('signal_name', ['SIGINT', 'SIGTERM'])
+def test_interrupted_wait_cancels_its_job_when_asked(runner, engines, signal_name):
+    """issue 10 item 6: Ctrl-C (SIGINT) or an AWX cancel (SIGTERM) of a waiting ansible-playbook, with
+    cancel_on_interrupt, cancels the job on the engine; without it the job runs on (and says so)."""
+    import json
+    import os
+    import signal
+    import time
+    from ansible_collections.orchestra.fleet.plugins.module_utils.masking_queue import MaskingQueue
+    rc, out, _res = runner.play(register_engines_tasks(engines))
+    assert rc == 0, out
+    results = {}
+    for cancel in (True, False):
+        request = 'interrupt-%s-%s' % (signal_name, cancel)
+        before = set(run_id for run_id, _status in all_executions(engines, 'long_job'))
+        proc, _path = runner.start_play([{'name': 'Wait for a long job', 'orchestra.fleet.masking_job': {
+            'job_name': 'long_job', 'request_id': request, 'timeout': 300, 'poll_interval': 0.2,
+            'cancel_on_interrupt': cancel}}])
+        try:
+            new = _wait_until(lambda: [r for r in all_executions(engines, 'long_job') if r[0] not in before and r[1] == 'RUNNING'])
+            time.sleep(0.5)
+            os.killpg(proc.pid, getattr(signal, signal_name))
+            output = proc.communicate(timeout=90)[0]
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        assert proc.returncode != 0, output
+        queue = MaskingQueue(runner.store)
+        job = queue.job(request)
+        execution = [r for r in all_executions(engines, 'long_job') if r[0] == new[0][0]][0]
+        results[cancel] = (job['state'], execution[1])
+        if cancel:
+            _wait_until(lambda: queue.job(request)['state'] == 'CANCELLED', timeout=30)
+            assert [r for r in all_executions(engines, 'long_job') if r[0] == new[0][0]][0][1] == 'CANCELLED', output
+        else:
+            assert job['state'] in ('RUNNING', 'STARTING'), json.dumps(job)
+            assert execution[1] == 'RUNNING'
+            queue.cancel(request)   # tidy up: the engine slot is shared with the other tests
+        queue.close()

@@ -75,3 +75,20 @@ def test_demo_end_to_end(runner, tmp_path):
     assert len(pids) >= 3, pids   # two engines, the agent, the supervisor
     assert not [pid for pid in pids if any(mark in cmdline(pid) for mark in ('delphix_sim', 'orchestra_agent', 'demo_lab'))]
     assert not os.path.exists(os.path.join(demo_dir, 'lab.json'))
+
+
+@pytest.mark.slow
+def test_mask_playbook_reports_every_job_whatever_the_result(runner, engines):
+    """issue 10 items 3/4/6: a wait that fails without a job outcome (no credentials for the engine) is still
+    reported per job, fails fast (not after masking_timeout) and the play fails."""
+    import time
+    rc, out, _res = runner.play(register_engines_tasks(engines))
+    assert rc == 0, out
+    env = {'ORCHESTRA_QUEUE_STORE': runner.store}    # no engine credentials at all
+    started = time.monotonic()
+    rc, out = runner.playbook('mask', {'masking_jobs': ['ok_job', 'ok_job_2'], 'masking_timeout': 600,
+                                       'masking_poll_interval': 0.2}, env=env)
+    assert rc != 0, out
+    assert time.monotonic() - started < 150, 'waited out the timeout instead of failing fast'
+    assert re.search(r'ok_job: \w+ on', out) and re.search(r'ok_job_2: \w+ on', out), out
+    assert 'no credentials' in out

@@ -107,6 +107,28 @@ class Workers:
 
 
 @pytest.fixture
+def own_postgres():
+    """A PostgreSQL server of this test alone (it may be restarted)."""
+    from tests.support.lab.postgres import PostgresServer
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def worker_pool(credentials_file, tmp_path):
+    """worker_pool(store_url) -> Workers on that store; all stopped at the end."""
+    pools = []
+
+    def make(url):
+        pools.append(Workers(url, credentials_file, str(tmp_path)))
+        return pools[-1]
+    yield make
+    for pool in pools:
+        pool.stop()
+
+
+@pytest.fixture
 def workers(store_url, credentials_file, tmp_path):
     pool = Workers(store_url, credentials_file, str(tmp_path))
     yield pool

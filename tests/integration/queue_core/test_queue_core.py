@@ -96,14 +96,16 @@ def test_sigkill_workers_at_random_points(store_url, simulators, workers, checks
     jobs = catalogue(24)
     engines = ['eng%d' % i for i in range(3)]
     sims = register(queue, simulators, jobs, engines, slots=4, faults_by_engine=dict(
-        (name, {'latency_ms': 120, 'match': '^POST /executions$'}) for name in engines))   # slow starts: kills land mid-POST
+        (name, {'latency_ms': 300, 'match': '^POST /executions$'}) for name in engines))   # slow starts: kills land mid-POST
     enqueue_all(queue, jobs, 400, seed=2)
     rng = random.Random(7)
     live = [workers.start('--max-seconds', '300', *WORKER_ARGS) for _unused in range(4)]
     kills = targeted = 0
+    # kill only once starts are under way (a worker that is still importing or logging in proves nothing)
+    _wait_for(lambda: queue.store.jobs(states=['STARTING']), timeout=120)
     deadline = time.monotonic() + 240
     while kills < 25 and time.monotonic() < deadline:
-        time.sleep(rng.uniform(0.05, 0.4))
+        time.sleep(rng.uniform(0.1, 0.6))
         ready = [proc for proc in live if '"ready"' in workers.output(proc)]   # killing an importing process proves nothing
         if not ready:
             continue
@@ -217,9 +219,11 @@ def test_cancel_at_every_stage(store_url, simulators, checks):
 
 
 def test_unreachable_database_is_a_clear_error(tmp_path):
+    started = time.monotonic()
     with pytest.raises(StoreUnavailable) as caught:
-        MaskingQueue('postgresql://queue:s3cret-pw@127.0.0.1:1/queue')
+        MaskingQueue('postgresql://queue:s3cret-pw@127.0.0.1:1/queue', outage_timeout=2.0)
     assert '127.0.0.1:1' in str(caught.value) and 's3cret-pw' not in str(caught.value)
+    assert 'unreachable for' in str(caught.value) and time.monotonic() - started >= 2.0   # rode it out first
     with pytest.raises(StoreUnavailable) as caught:
         MaskingQueue(str(tmp_path / 'missing-dir' / 'queue.db'))
     assert 'does not exist' in str(caught.value)
@@ -227,7 +231,7 @@ def test_unreachable_database_is_a_clear_error(tmp_path):
     from tests.support.lab.postgres import PostgresServer
     server = PostgresServer().start()
     try:
-        queue = MaskingQueue(server.dsn)
+        queue = MaskingQueue(server.dsn, outage_timeout=2.0)
         queue.ensure_engine('eng', 'http://127.0.0.1:9/masking/api', slots=1)
     finally:
         server.stop()
@@ -235,7 +239,7 @@ def test_unreachable_database_is_a_clear_error(tmp_path):
         queue.schedule_step()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([COLLECTIONS_ROOT, FLEET_ROOT]))
     proc = subprocess.run([sys.executable, '-m', 'tests.support.queue_worker', '--store', 'postgresql://127.0.0.1:1/x',
-                           '--max-seconds', '5'], cwd=FLEET_ROOT, env=env, stdout=subprocess.PIPE, check=False, timeout=60)
+                           '--max-seconds', '5', '--outage-timeout', '1'], cwd=FLEET_ROOT, env=env, stdout=subprocess.PIPE, check=False, timeout=60)
     assert proc.returncode == 2 and b'cannot connect' in proc.stdout
 
 
@@ -252,10 +256,10 @@ def test_schema_migrates_once_under_concurrent_opens(store_url):
     procs = [_spawn_python(code, store_url) for _unused in range(8)]
     outputs = [proc.communicate(timeout=120)[0].decode() for proc in procs]
     assert [proc.returncode for proc in procs] == [0] * 8, outputs
-    assert [out.strip() for out in outputs] == ['1'] * 8
+    assert [out.strip() for out in outputs] == ['2'] * 8
     store = make_queue(store_url).store
-    rows = store.read(lambda tx: tx.rows('SELECT version FROM schema_version'))
-    assert [row['version'] for row in rows] == [1]
+    rows = store.read(lambda tx: tx.rows('SELECT version FROM schema_version ORDER BY version'))
+    assert [row['version'] for row in rows] == [1, 2]
 
 
 def test_eight_concurrent_schedulers_never_overbook(store_url):
@@ -305,3 +309,48 @@ def test_waiter_takes_over_when_the_leader_dies(store_url, simulators, checks):
     lease = queue.store.lease('driver')
     assert lease['fence'] >= 2 and first_owner != queue.owner
     checks.exactly_once(queue, sims, {'eng': 3})
+
+
+WAITER = (
+    'import json, sys\n'
+    'from ansible_collections.orchestra.fleet.plugins.module_utils.masking_queue import MaskingQueue\n'
+    'q = MaskingQueue(sys.argv[1], credentials={"*": {"username": "admin", "password": "Admin-12"}}, outage_timeout=60)\n'
+    'print("waiting", flush=True)\n'
+    'done = q.wait(json.loads(sys.argv[2]), timeout=180, poll_interval=0.2)\n'
+    'print(json.dumps([[j["job_name"], j["state"]] for j in done]), flush=True)\n')
+
+
+@pytest.mark.slow
+def test_database_restart_under_waiting_callers_and_workers(own_postgres, simulators, worker_pool, checks):
+    """issue 10 item 3: a 4 s crash restart of PostgreSQL (pg_ctl -m immediate) under three waiting callers and two
+    workers: every caller ends with its jobs' real outcome, every worker survives, one execution per job."""
+    dsn = own_postgres.dsn
+    queue = make_queue(dsn)
+    jobs = [{'name': 'mask_%02d' % i, 'outcome': 'FAILED' if i == 4 else 'SUCCEEDED', 'duration': 6.0, 'rows': 10}
+            for i in range(9)]
+    sim = simulators('eng', jobs, slots=6)
+    queue.ensure_engine('eng', sim.url, slots=6, jobs=[job['name'] for job in jobs])
+    ids = [queue.enqueue(job['name'], request_id='r-' + job['name'])[1]['id'] for job in jobs]
+    queue.close()
+    callers = [_spawn_python(WAITER, dsn, json.dumps(ids[i::3])) for i in range(3)]
+    pool = worker_pool(dsn)
+    for _unused in range(2):
+        pool.start('--until-drained', '--max-seconds', '200', '--outage-timeout', '60', *WORKER_ARGS)
+    try:
+        watcher = make_queue(dsn)
+        _wait_for(lambda: watcher.store.counts().get('RUNNING', 0) >= 3, timeout=90)
+        watcher.close()
+        own_postgres.restart(down_for=4.0)
+        outputs = [proc.communicate(timeout=200)[0].decode() for proc in callers]
+    finally:
+        for proc in callers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+    assert [proc.returncode for proc in callers] == [0] * 3, outputs
+    expected = dict((job['name'], job['outcome']) for job in jobs)
+    for out in outputs:
+        for name, state in json.loads(out.strip().splitlines()[-1]):
+            assert state == expected[name], (name, state, out)
+    assert pool.wait_all(timeout=200) == [0, 0], [pool.output(proc)[-2000:] for proc in pool.procs]
+    checks.exactly_once(make_queue(dsn), {'eng': sim}, {'eng': 6})

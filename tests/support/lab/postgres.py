@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 
 from tests.support.lab.ports import free_port, wait_port
 
@@ -38,11 +39,21 @@ class PostgresServer:
         if os.geteuid() == 0:
             shutil.chown(self.dir, 'postgres', 'postgres')
         self._as_owner([_bin('initdb'), '-D', self.data, '-A', 'trust', '-U', 'postgres', '--no-sync'])
+        return self._run_server()
+
+    def _run_server(self):
         opts = '-k %s -c listen_addresses=127.0.0.1 -p %d -c fsync=off -c max_connections=200' % (self.dir, self.port)
         self._as_owner([_bin('pg_ctl'), '-D', self.data, '-o', opts, '-l', os.path.join(self.dir, 'log'), '-w', 'start'])
         if wait_port('127.0.0.1', self.port, timeout=30):
             return self
         raise RuntimeError('PostgreSQL did not start; see %s/log' % self.dir)
+
+    def restart(self, down_for):
+        """Crash-stop the server (pg_ctl -m immediate: every connection dies at once), stay down for
+        `down_for` seconds, start it again on the same port and data (it runs crash recovery)."""
+        self._as_owner([_bin('pg_ctl'), '-D', self.data, '-m', 'immediate', 'stop'])
+        time.sleep(down_for)
+        return self._run_server()
 
     def stop(self):
         try:

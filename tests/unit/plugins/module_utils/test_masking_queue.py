@@ -1,4 +1,9 @@
-"""The queue's state machine with a fake engine driver and a fake clock (no network, no sleeping)."""
+"""The queue's state machine with a fake engine driver and a fake clock (no network, no sleeping).
+
+The fake engine is no more lenient than a real one: execution ids only grow, a start's answer can be
+lost after the execution exists, and reconcile adopts only by the job's start marker (never by time:
+the fake's executions carry the engine's own clock, which the queue never reads for adoption).
+"""
 import collections
 import itertools
 
@@ -6,8 +11,8 @@ import pytest
 
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_driver import ExecutionInfo
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors import (
-    DriverError, EngineAuthError, EngineConflict, EngineJobNotFound, EngineUnavailable, InvalidRequest, MissingCredentials,
-    UnknownEngine, UnknownJob)
+    DriverError, EngineAuthError, EngineConflict, EngineJobAmbiguous, EngineJobNotFound, EngineNotReached, EngineUnavailable, InvalidRequest,
+    MissingCredentials, UnknownEngine, UnknownJob)
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_queue import MaskingQueue, decide, explain
 
 SECRET = 'pw-that-must-never-be-stored'
@@ -29,12 +34,15 @@ class FakeEngine:
 
     ids = itertools.count(1)
 
-    def __init__(self, name, clock):
+    def __init__(self, name, clock, offset=0.0):
         self.name = name
-        self.clock = clock
+        self.clock = lambda: clock() + offset   # the engine's own clock, skewed from the controller's
+        self.offset = offset
         self.executions = {}   # id -> dict(job, status, submitted)
+        self.post_markers = []
         self.start_script = []  # next start outcomes: 'ok', 'lost', 'down', 'conflict', 'notfound', 'auth', 'garbled'
         self.down = False
+        self.unreached = False   # connection refused: nothing reaches the engine
         self.calls = collections.Counter()
 
     def add(self, job_name, status='RUNNING'):
@@ -60,11 +68,19 @@ class FakeDriver:
 
     def _check(self, call):
         self.engine.calls[call] += 1
+        if self.engine.unreached:
+            raise EngineNotReached('connection refused')
         if self.engine.down:
-            raise EngineUnavailable('connection refused')
+            raise EngineUnavailable('connection reset')
+
+    def start_marker(self, job):
+        self._check('start_marker')
+        return max([i for i, run in self.engine.executions.items() if run['job'] == job['job_name']] or [0])
 
     def start(self, job):
         self._check('start')
+        assert job['start_marker'] is not None, 'the queue must record the marker before the POST'
+        self.engine.post_markers.append(job['start_marker'])
         outcome = self.engine.start_script.pop(0) if self.engine.start_script else 'ok'
         if outcome == 'ok':
             return self.engine.info(self.engine.add(job['job_name']))
@@ -72,13 +88,15 @@ class FakeDriver:
             self.engine.add(job['job_name'])
             raise EngineUnavailable('read timed out')
         raise {'down': EngineUnavailable('connection reset'), 'conflict': EngineConflict('HTTP 409 already running'),
+               'error500': EngineUnavailable('HTTP 500 internal error'),
+               'ambiguous': EngineJobAmbiguous('mask_a exists in environments dev and prod'),
                'notfound': EngineJobNotFound('masking job %r does not exist' % job['job_name']),
                'auth': EngineAuthError('login refused'), 'garbled': DriverError('answer without an execution')}[outcome]
 
     def reconcile(self, job):
         self._check('reconcile')
         for execution_id, run in sorted(self.engine.executions.items()):
-            if run['job'] == job['job_name'] and run['submitted'] >= job['not_before']:
+            if run['job'] == job['job_name'] and execution_id > job['start_marker']:
                 return self.engine.info(execution_id)
         return None
 
@@ -100,6 +118,9 @@ class FakeDriver:
 
     def probe(self):
         self._check('probe')
+
+    def close(self):
+        self.engine.calls['close'] += 1
 
     def failure_detail(self, execution_id):
         return 'ORA-01017 logon denied' if self.engine.executions[execution_id]['status'] == 'FAILED' else None
@@ -125,8 +146,8 @@ class Lab:
         settings.update(options)
         return MaskingQueue(self.url, **settings)
 
-    def engine(self, name, slots=2, jobs=('mask_a', 'mask_b', 'mask_c'), **options):
-        self.engines[name] = FakeEngine(name, self.clock)
+    def engine(self, name, slots=2, jobs=('mask_a', 'mask_b', 'mask_c'), offset=0.0, **options):
+        self.engines[name] = FakeEngine(name, self.clock, offset)
         self.queue.ensure_engine(name, 'https://%s:8282' % name, slots=slots, jobs=list(jobs), **options)
         return self.engines[name]
 
@@ -244,7 +265,8 @@ def test_dead_starter_is_taken_over_by_another_process(lab):
     rows = lab.queue.store.jobs(states=['SCHEDULED'])
     for row in rows:   # both claimed by a process that then died; only the first POST reached the engine
         lab.queue.store.transition(row['id'], 'SCHEDULED', row['attempt'], 'STARTING', lab.clock(), attempt=row['attempt'] + 1,
-                                   owner='otherhost:1:dead', not_before=lab.clock(), lease_until=lab.clock() + 60)
+                                   owner='otherhost:1:dead', not_before=lab.clock(), lease_until=lab.clock() + 60,
+                                   start_marker=0)
     engine.add('mask_a')
     lab.step()
     assert sorted(j['state'] for j in lab.queue.info()['jobs']) == ['STARTING', 'STARTING']   # lease still runs
@@ -446,9 +468,9 @@ def test_bad_input_is_refused_clearly(lab):
 
 def test_ensure_engine_is_idempotent_and_has_a_dry_run(lab):
     lab.engine('e1', slots=2)
-    assert lab.queue.ensure_engine('e1', 'https://e1:8282', slots=2)[0] is False
+    assert lab.queue.ensure_engine('e1', 'https://e1:8282', slots=2)[0] == {}
     changed, preview = lab.queue.ensure_engine('e1', 'https://e1:8282', slots=5, dry_run=True)
-    assert changed and preview['slots'] == 5 and lab.queue.engine('e1')['slots'] == 2
+    assert changed == {'slots': (2, 5)} and preview['slots'] == 5 and lab.queue.engine('e1')['slots'] == 2
     changed, engine = lab.queue.ensure_engine('e1', 'https://e1:8282', slots=5, drained=True)
     assert changed and engine['slots'] == 5 and engine['drained'] and engine['jobs'] == ['mask_a', 'mask_b', 'mask_c']
 
@@ -494,9 +516,163 @@ def test_dead_holder_on_this_host_is_taken_over_after_the_grace_not_the_lease(tm
     row = lab.queue.store.jobs(states=['SCHEDULED'])[0]
     lab.queue.store.transition(row['id'], 'SCHEDULED', row['attempt'], 'STARTING', lab.clock(), attempt=row['attempt'] + 1,
                                owner='%s:%d:nonce:1' % (socket.gethostname(), dead.pid), not_before=lab.clock(),
-                               lease_until=lab.clock() + 60)
+                               lease_until=lab.clock() + 60, start_marker=0)
     lab.step()
     assert lab.queue.job(job['id'])['state'] == 'STARTING'   # its POST may still be on the way to the engine
     lab.clock.now += 5
     lab.step()
     assert lab.queue.job(job['id'])['state'] == 'RUNNING' and engine.calls['reconcile'] == 1
+
+
+# ---- issue 10: adoption without clocks, dead engines, one owner per execution, the rerun rule
+
+def test_engine_clock_ahead_an_older_run_is_never_adopted(lab):
+    """Engine 30 s ahead, an earlier run of the same job ended 10 s ago (engine time), the POST gets a 500:
+    the queue must not adopt the old run (that reported success with nothing masked)."""
+    engine = lab.engine('e1', offset=30.0)
+    old = engine.add('mask_a', status='SUCCEEDED')
+    engine.executions[old]['submitted'] = engine.clock() - 10.0
+    engine.start_script = ['error500']
+    job = lab.queue.enqueue('mask_a')[1]
+    lab.step()
+    assert lab.queue.job(job['id'])['state'] == 'STARTING' and lab.queue.job(job['id'])['start_marker'] == old
+    lab.clock.now += 10
+    lab.step()
+    row = lab.queue.job(job['id'])
+    assert row['state'] == 'RUNNING' and row['execution_id'] != old and row['execution_id'] > old
+    assert engine.calls['start'] == 2 and len(engine.executions) == 2
+
+
+def test_engine_clock_behind_a_lost_answer_is_adopted_not_restarted(lab):
+    engine = lab.engine('e1', offset=-30.0)
+    engine.start_script = ['lost']
+    job = lab.queue.enqueue('mask_a')[1]
+    lab.step()
+    lab.clock.now += 10
+    lab.step()
+    row = lab.queue.job(job['id'])
+    assert row['state'] == 'RUNNING' and engine.calls['start'] == 1 and len(engine.executions) == 1
+
+
+@pytest.mark.parametrize('offset', [-300.0, 300.0])
+def test_skewed_engines_lost_answers_and_500s_start_every_job_exactly_once(tmp_path, offset):
+    import random
+    rng = random.Random(int(offset))
+    lab = Lab(tmp_path)
+    engines = [lab.engine('e%d' % i, slots=3, offset=offset * (i + 1) / 3.0, jobs=['mask_%d' % n for n in range(6)])
+               for i in range(3)]
+    for engine in engines:
+        engine.start_script = [rng.choice(['ok', 'ok', 'lost', 'error500', 'ok']) for _unused in range(60)]
+    ids = [lab.queue.enqueue('mask_%d' % (n % 6))[1]['id'] for n in range(30)]
+    peak = dict((e.name, 0) for e in engines)
+    for _round in range(400):
+        lab.clock.now += 7
+        lab.step()
+        for engine in engines:
+            alive = sum(1 for run in engine.executions.values() if run['status'] in ('RUNNING', 'QUEUED'))
+            peak[engine.name] = max(peak[engine.name], alive)
+            for run in engine.executions.values():
+                if run['status'] == 'RUNNING' and rng.random() < 0.3:
+                    run['status'] = 'SUCCEEDED'
+        if all(lab.queue.job(i)['state'] in ('SUCCEEDED', 'FAILED') for i in ids):
+            break
+    jobs = [lab.queue.job(i) for i in ids]
+    assert [j['state'] for j in jobs] == ['SUCCEEDED'] * 30, [(j['state'], j['reason'], j['error']) for j in jobs]
+    owners = [(j['engine'], j['execution_id']) for j in jobs]
+    assert len(set(owners)) == 30                                   # no execution shared by two jobs
+    executions = sum(len(e.executions) for e in engines)
+    assert executions == 30                                         # exactly one execution per job, counted by the engines
+    assert all(peak[e.name] <= 3 for e in engines), peak            # never above the slots
+
+
+def test_start_that_never_reached_the_engine_is_placed_elsewhere_at_once(lab):
+    dead = lab.engine('a', slots=2)
+    lab.engine('b', slots=2)
+    dead.unreached = True
+    jobs = [lab.queue.enqueue('mask_%s' % n)[1] for n in 'ab']
+    lab.clock.now += 1
+    lab.queue.schedule_step()
+    on_a = [j for j in lab.queue.info()['jobs'] if j['engine'] == 'a']
+    assert on_a, 'the least loaded placement puts one job on each engine'
+    lab.queue.poll_step()
+    row = lab.queue.job(on_a[0]['id'])
+    assert row['state'] == 'QUEUED' and row['engine'] is None
+    last = lab.queue.info(jobs=False, engines=False, history_for=[row['id']])['history'][row['id']][-1]
+    assert (last['from_state'], last['to_state']) == ('STARTING', 'QUEUED') and 'nothing was started' in last['detail']
+    assert 'connection refused' in last['detail']
+    engine = lab.queue.engine('a')
+    assert engine['unreachable_since'] is not None and 'connection refused' in engine['last_error']
+    lab.step()
+    assert [lab.queue.job(j['id'])['engine'] for j in jobs] == ['b', 'b']
+    assert all(lab.queue.job(j['id'])['state'] == 'RUNNING' for j in jobs) and not dead.executions
+
+
+def test_an_execution_belongs_to_one_queue_job(lab):
+    from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors import ExecutionOwned
+    lab.engine('e1')
+    store = lab.queue.store
+    rows = [lab.queue.enqueue('mask_%s' % n)[1] for n in 'ab']
+    for row in rows:
+        store.transition(row['id'], 'QUEUED', 0, 'SCHEDULED', 1.0, engine='e1')
+        store.transition(row['id'], 'SCHEDULED', 0, 'STARTING', 2.0, attempt=1, start_marker=0)
+    store.transition(rows[0]['id'], 'STARTING', 1, 'RUNNING', 3.0, execution_id=77)
+    with pytest.raises(ExecutionOwned, match='already belongs to queue job'):
+        store.transition(rows[1]['id'], 'STARTING', 1, 'RUNNING', 3.0, execution_id=77)
+
+
+def test_one_unresolved_start_per_masking_job_and_engine(tmp_path):
+    """Without the one-execution-per-job placement rule two entries of one job can sit on one engine; the second
+    must not be POSTed while the first's start is unresolved (a reconcile could not tell their executions apart)."""
+    lab = Lab(tmp_path)
+    lab.queue = lab.make_queue({'*': {'username': 'a', 'password': 'b'}}, policy={'one_execution_per_job': False})
+    engine = lab.engine('e1', slots=2)
+    engine.start_script = ['lost']
+    first = lab.queue.enqueue('mask_a')[1]
+    second = lab.queue.enqueue('mask_a')[1]
+    lab.step()
+    assert lab.queue.job(first['id'])['state'] == 'STARTING' and lab.queue.job(second['id'])['state'] == 'SCHEDULED'
+    assert engine.calls['start'] == 1
+    lab.clock.now += 10
+    lab.step()
+    lab.step()
+    rows = [lab.queue.job(j['id']) for j in (first, second)]
+    assert [r['state'] for r in rows] == ['RUNNING', 'RUNNING'] and len(engine.executions) == 2
+    assert rows[0]['execution_id'] != rows[1]['execution_id']
+
+
+@pytest.mark.parametrize('outcome, kind', [('auth', 'engine_auth'), ('notfound', 'job_not_found'),
+                                           ('ambiguous', 'job_ambiguous')])
+def test_refusals_have_their_own_kind_and_rerun_runs_them_again(lab, outcome, kind):
+    engine = lab.engine('e1')
+    engine.start_script = [outcome]
+    job = lab.queue.enqueue('mask_a', request_id='nightly')[1]
+    lab.step()
+    row = lab.queue.job('nightly')
+    assert row['state'] == 'FAILED' and row['error_kind'] == kind
+    assert lab.queue.enqueue('mask_a', request_id='nightly') == (False, row)          # reported as it ended
+    created, again = lab.queue.enqueue('mask_a', request_id='nightly', rerun=True)
+    assert created and again['id'] == job['id'] and again['state'] == 'QUEUED' and again['error'] is None
+    lab.step()
+    assert lab.queue.job('nightly')['state'] == 'RUNNING'
+    engine.finish('mask_a')
+    lab.step()
+    assert lab.queue.enqueue('mask_a', request_id='nightly', rerun=True)[0] is False     # a success never reruns
+
+
+def test_job_failed_only_when_the_engine_ran_it(lab):
+    engine = lab.engine('e1')
+    lab.queue.enqueue('mask_a', request_id='r')
+    lab.step()
+    engine.finish('mask_a', 'FAILED')
+    lab.step()
+    assert lab.queue.job('r')['error_kind'] == 'job_failed'
+
+
+def test_sessions_are_closed_after_a_step_and_a_wait(lab):
+    engine = lab.engine('e1')
+    job = lab.queue.enqueue('mask_a')[1]
+    lab.step()
+    assert engine.calls['close'] == 1
+    engine.finish('mask_a')
+    lab.queue.wait([job['id']], timeout=30, poll_interval=1.0)
+    assert engine.calls['close'] == 2

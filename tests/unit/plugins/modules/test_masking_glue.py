@@ -26,14 +26,14 @@ def test_store_forms(value, url, path):
     assert mm.resolve_store(value) == (url, path)
 
 
-def test_store_relative_path_becomes_absolute(tmp_path, monkeypatch):
+def test_store_relative_path_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    url, path = mm.resolve_store('q.db')
-    assert path == str(tmp_path / 'q.db') == url
+    with pytest.raises(errors.InvalidRequest, match='relative'):
+        mm.resolve_store('q.db')
 
 
 def test_store_unknown_scheme_is_refused_without_leaking_the_password():
-    with pytest.raises(ValueError) as caught:
+    with pytest.raises(errors.InvalidRequest) as caught:
         mm.resolve_store('mysql://u:s3cret@h/db')
     assert 's3cret' not in str(caught.value) and 'mysql://' in str(caught.value)
 
@@ -68,6 +68,9 @@ def test_credentials_malformed_are_refused_without_the_secret(args):
     (errors.UnknownJob('x'), 'unknown_job'), (errors.UnknownEngine('x'), 'unknown_engine'),
     (errors.StoreUnavailable('x'), 'store_unavailable'), (errors.InvalidRequest('x'), 'bad_parameter'),
     (errors.EngineBusy('x'), 'engine_busy'), (errors.MaskingQueueError('x'), 'queue_error'),
+    (errors.NoCarrier('x'), 'unknown_job'), (errors.EngineAuthError('x'), 'engine_auth'),
+    (errors.MissingCredentials('x'), 'no_credentials'), (errors.EngineJobAmbiguous('x'), 'job_ambiguous'),
+    (errors.DriverError('x'), 'engine_error'),
 ])
 def test_error_kind(error, kind):
     assert mm.error_kind(error) == kind
@@ -80,36 +83,7 @@ def test_store_error_message_names_the_store_but_masks_the_password():
     assert 'connection refused' in message and 's3cret' not in message
 
 
-# ---- engines
-
-def test_new_engine_needs_url_and_slots():
-    with pytest.raises(ValueError, match='url and slots'):
-        mm.desired_engine(None, 'e1', 'present', slots=2)
-    with pytest.raises(ValueError, match='url and slots'):
-        mm.desired_engine(None, 'e1', 'present', url='http://x')
-
-
-def test_unset_options_keep_current_values_and_drain_follows_state():
-    current = dict(name='e1', url='http://x', slots=4, memory_mb=None, jobs=['b', 'a'], enabled=True, drained=False,
-                   verify=True, slots_used=1)
-    desired = mm.desired_engine(current, 'e1', 'drained')
-    assert desired == dict(url='http://x', slots=4, memory_mb=None, jobs=['a', 'b'], enabled=True, drained=True,
-                           verify=True)
-    assert mm.engine_changes(current, desired) == {'drained': (False, True)}
-    assert mm.engine_changes(current, mm.desired_engine(current, 'e1', 'present', jobs=['a', 'b', 'a'])) == {}
-    assert mm.engine_changes(current, mm.desired_engine(current, 'e1', 'present', slots=6)) == {'slots': (4, 6)}
-
-
-def test_engine_not_reporting_verify_is_not_a_change():
-    current = dict(name='e1', url='http://x', slots=4, memory_mb=None, jobs=None, enabled=True, drained=False)
-    assert mm.engine_changes(current, mm.desired_engine(current, 'e1', 'present')) == {}
-
-
-def test_new_engine_changes_every_field():
-    desired = mm.desired_engine(None, 'e1', 'present', url='http://x', slots=2)
-    assert set(mm.engine_changes(None, desired)) >= {'url', 'slots', 'drained'} or desired['drained'] is False
-    assert desired['jobs'] is None  # carries any job
-
+# ---- engines (the diff itself is the store's: tests/unit/plugins/module_utils/test_masking_store.py)
 
 def test_job_entries_are_canonical():
     entries = ['b', {'name': 'a', 'environment': 'dev'}, {'name': 'c'}, ' b ', '*']
@@ -121,13 +95,14 @@ def test_job_entries_are_canonical():
 
 
 def test_carriers_use_the_placement_rules():
-    engines = [dict(name='e1', jobs=['a']), dict(name='e2', jobs=[{'name': 'b', 'environment': 'dev'}]),
-               dict(name='e3', jobs=None), dict(name='e4', jobs=['*'])]
-    assert mm.carriers(engines, 'a') == ['e1', 'e3', 'e4']
-    assert mm.carriers(engines, 'b', 'dev') == ['e2', 'e3', 'e4']
-    assert mm.carriers(engines, 'b', 'prod') == ['e3', 'e4']
-    assert mm.carriers(engines, 'a', engine_affinity='e2') == []
-    assert mm.carriers([dict(name='e1', jobs=['a'])], 'zzz') == []
+    from ansible_collections.orchestra.fleet.plugins.module_utils.masking_placement import carriers, make_engine
+    engines = [make_engine('e1', 1, jobs=['a']), make_engine('e2', 1, jobs=[{'name': 'b', 'environment': 'dev'}]),
+               make_engine('e3', 1, jobs=None), make_engine('e4', 1, jobs=['*'])]
+    assert carriers(engines, 'a') == ['e1', 'e3', 'e4']
+    assert carriers(engines, 'b', 'dev') == ['e2', 'e3', 'e4']
+    assert carriers(engines, 'b', 'prod') == ['e3', 'e4']
+    assert carriers(engines, 'a', affinity='e2') == []
+    assert carriers([make_engine('e1', 1, jobs=['a'])], 'zzz') == []
 
 
 # ---- jobs

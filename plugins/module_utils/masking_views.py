@@ -1,0 +1,70 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) orchestra.fleet contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Store rows -> the dicts the queue returns to modules: times as ISO-8601 UTC, reasons of waiting jobs.
+
+Pure functions: no database, no clock of their own (the caller passes `now`).
+"""
+
+import datetime
+
+from ansible_collections.orchestra.fleet.plugins.module_utils import masking_placement as placement
+from ansible_collections.orchestra.fleet.plugins.module_utils.masking_states import QUEUED
+
+JOB_KEYS = ('id', 'request_id', 'job_name', 'environment', 'priority', 'engine_affinity', 'max_memory_mb', 'state',
+            'attempt', 'reason', 'engine', 'execution_id', 'engine_status', 'rows_masked', 'rows_total', 'error',
+            'error_kind', 'start_marker')
+JOB_TIMES = ('submitted_at', 'scheduled_at', 'started_at', 'finished_at')
+ENGINE_KEYS = ('name', 'url', 'slots', 'memory_mb', 'enabled', 'drained', 'jobs', 'verify', 'slots_used',
+               'memory_used_mb', 'last_error')
+
+
+def iso(epoch):
+    """Epoch seconds -> ISO-8601 UTC string (None stays None)."""
+    if epoch is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(float(epoch), tz=datetime.timezone.utc)
+    return moment.strftime('%Y-%m-%dT%H:%M:%S.') + '%03dZ' % (moment.microsecond // 1000)
+
+
+def job_dict(row):
+    """A job row -> the dict the modules return (times as ISO-8601 UTC)."""
+    job = dict((key, row.get(key)) for key in JOB_KEYS)
+    job['cancel_requested'] = bool(row['cancel_requested'])
+    job.update((key, iso(row[key])) for key in JOB_TIMES)
+    return job
+
+
+def engine_dict(engine):
+    view = dict((key, engine.get(key)) for key in ENGINE_KEYS)
+    view['unreachable_since'] = iso(engine.get('unreachable_since'))
+    return view
+
+
+def history_dict(entry):
+    return {'at': iso(entry['at']), 'from_state': entry['from_state'], 'to_state': entry['to_state'],
+            'attempt': entry['attempt'], 'engine': entry['engine'], 'execution_id': entry['execution_id'],
+            'detail': entry['detail'], 'actor': entry['actor']}
+
+
+def explain(rows, engines, now, policy=None):
+    """Fill in the reason of every waiting job from the engines' state now (pure; rows are copied).
+
+    Reasons of QUEUED jobs are derived when read instead of stored by every scheduler step: always
+    current, and a step over 10,000 waiting jobs writes only the ones it places. A stored reason
+    stands while its job is held back on purpose (next_try_at in the future, e.g. after an HTTP 409).
+    """
+    states = None
+    by_kind = {}
+    result = []
+    for row in rows:
+        if row['state'] == QUEUED and (row['next_try_at'] is None or row['next_try_at'] <= now or not row['reason']):
+            if states is None:
+                states = [placement.engine_state(e) for e in engines]
+            job = placement.queued_job(row)
+            kind = (job.job_name, job.environment, job.engine_affinity, job.max_memory_mb)
+            if kind not in by_kind:
+                by_kind[kind] = placement.pending_reason(job, states, policy)
+            row = dict(row, reason=by_kind[kind])
+        result.append(row)
+    return result
