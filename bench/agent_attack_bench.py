@@ -64,7 +64,7 @@ def measure(name, handle, crowd_sizes, args):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--rate', type=float, default=40.0, help='normal client requests per second')
     parser.add_argument('--seconds', type=float, default=3.0, help='measurement time per row (the TLS handshake '
                         'deadline is 5 s: keep it below that so the silent clients are still there)')
@@ -115,8 +115,8 @@ def main():
     print('load average %.1f %.1f %.1f at end (other work on the machine inflates the tail latencies)' % os.getloadavg())
     print('%-24s %9s %9s %9s %9s %9s %13s' % ('/v1/state', 'p50 ms', 'p99 ms', 'max ms', 'timeouts', 'hostile', 'still open'))
     for row in rows:
-        print('%-24s %9.2f %9.2f %9.2f %9d %9d %13d' % (row['name'], row['p50'], row['p99'], row['max'],
-                                                       row['timeouts'], row['hostile'], row['still_open']))
+        values = (row['name'], row['p50'], row['p99'], row['max'], row['timeouts'], row['hostile'], row['still_open'])
+        print('%-24s %9.2f %9.2f %9.2f %9d %9d %13d' % values)
     quiet, attack = rows[0], rows[1]
     print()
     print('attack / quiet: p50 %.2fx, p99 %.2fx (%d samples a row; hostile connections opened in %.1f s, %d failed to open)'

@@ -52,7 +52,7 @@ class Hostile:
     def open(self):
         # Silent TLS last: the agent drops those first (its handshake deadline is the shortest).
         for kind in ('idle', 'slowloris', 'silent_tls'):
-            for _ in range(self.counts[kind]):
+            for _index in range(self.counts[kind]):
                 sock = self._connect(handshake=self.tls and kind != 'silent_tls')
                 if sock is None:
                     continue

@@ -37,20 +37,20 @@ def answers_quickly(handle, limit=1.0):
 
 def test_eight_idle_connections_do_not_stall_a_plain_agent(agent):
     with Hostile(agent.host, agent.port, idle=8):
-        for _ in range(3):
+        for _attempt in range(3):
             assert answers_quickly(agent) is not None
 
 
 def test_sixteen_slowloris_connections_do_not_silence_a_plain_agent(agent):
     with Hostile(agent.host, agent.port, slowloris=16, drip=0.5):
-        for _ in range(3):
+        for _attempt in range(3):
             assert answers_quickly(agent) is not None
             time.sleep(0.5)
 
 
 def test_one_silent_tls_connection_does_not_freeze_a_tls_agent(tls_agent):
     with Hostile(tls_agent.host, tls_agent.port, silent_tls=1):
-        for _ in range(3):
+        for _attempt in range(3):
             assert answers_quickly(tls_agent) is not None
 
 

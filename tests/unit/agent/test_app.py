@@ -125,7 +125,7 @@ def test_nonces_expire_on_the_agents_own_clock_and_are_bounded():
     old = store.issue()
     now[0] += 61
     assert not store.spend(old)
-    nonces = [store.issue() for _ in range(4)]
+    nonces = [store.issue() for _index in range(4)]
     assert len(store) == 3 and not store.spend(nonces[0])
     assert store.spend(nonces[3]) and not store.spend(nonces[3])
 

@@ -50,5 +50,4 @@ def _route_table(name):
         settings = Settings()
         agent_id = 'stand-in'
 
-
     return list(getattr(app.Application(Agent()), name))

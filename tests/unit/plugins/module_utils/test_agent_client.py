@@ -258,3 +258,39 @@ def test_legacy_busy():
     routes = {'/busy': (200, b'TRUE\n', 'text/plain')}
     with MisbehavingServer('json', routes=routes) as server:
         assert client_for(server).legacy_busy() is True
+
+
+@pytest.fixture
+def role_token_file(tmp_path, monkeypatch):
+    """The file the agent role provisions, under a HOME of the test's own."""
+    monkeypatch.setenv('HOME', str(tmp_path))
+    for name in ('ORCHESTRA_FLEET_TOKEN', 'ORCHESTRA_AGENT_TOKEN', 'ORCHESTRA_FLEET_TOKEN_FILE'):
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / '.config' / 'orchestra-fleet' / 'agent-token'
+    path.parent.mkdir(parents=True)
+    path.write_text('provisioned-by-the-role\n')
+    return path
+
+
+def test_inventory_and_lookup_options_read_the_role_token_file_by_default(role_token_file):
+    from ansible_collections.orchestra.fleet.plugins.module_utils import fleet_discovery
+    options = {'port': 9009, 'scheme': 'http', 'token': None, 'token_file': None, 'auth_reads': False,
+               'validate_certs': True, 'ca_path': None, 'timeout': 2.0, 'connect_timeout': 0.3, 'concurrency': 4,
+               'connect_concurrency': 16, 'ssh_port': 22}
+    credentials = fleet_discovery.probe_options(options.get)['token']
+    assert (credentials.token, credentials.auth_reads) == ('provisioned-by-the-role', False)
+    options.update(token='given', auth_reads=True)
+    credentials = fleet_discovery.probe_options(options.get)['token']
+    assert (credentials.token, credentials.auth_reads) == ('given', True)
+    options.update(token=None, token_file=str(role_token_file.parent / 'missing'))
+    with pytest.raises(fleet_discovery.FleetConfigError, match='cannot read the agent token file'):
+        fleet_discovery.probe_options(options.get)
+
+
+def test_claim_module_reads_the_role_token_file_by_default(role_token_file):
+    from ansible_collections.orchestra.fleet.plugins.modules import claim
+    params = {'port': None, 'scheme': None, 'validate_certs': True, 'ca_path': None, 'token': None, 'token_file': None,
+              'auth_reads': False, 'timeout': 5.0, 'concurrency': 2}
+    client = claim.client_factory(params)('10.0.0.1')
+    assert client.needs_signature('POST', '/v1/claims') and not client.needs_signature('GET', '/v1/state')
+    assert client._token == 'provisioned-by-the-role'  # pylint: disable=protected-access

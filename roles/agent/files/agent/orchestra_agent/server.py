@@ -158,7 +158,9 @@ class Connection(asyncio.Protocol):
     def eof_received(self):
         self.eof = True
         self._wake()
-        return True  # keep the transport open to answer a request that ended with the half-close
+        # Keep a plain transport open to answer a request that ended with the half-close; TLS cannot
+        # half-close (asyncio warns when asked to), so there the answer is lost with the connection.
+        return self.server.ssl_context is None
 
     def connection_lost(self, exc):
         self.closed = True

@@ -147,8 +147,8 @@ def double_booking(records, claim):
     if not offenders:
         return None
     first, why = offenders[0]
-    reason = 'double booking: %s runs for claim %s (fence %s), but %s' % (first['name'], first['claim_id'],
-                                                                         first['fence'], why)
+    reason = 'double booking: %s runs for claim %s (fence %s), but %s' % (
+        first['name'], first['claim_id'], first['fence'], why)
     if len(offenders) > 1:
         reason += ' (and %s more)' % _plural(len(offenders) - 1, 'container')
     return {'reason': reason, 'containers': [item for item, _why in offenders]}
