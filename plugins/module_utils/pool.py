@@ -90,7 +90,8 @@ class DeadlinePool:
             if key not in self._results and now >= self._due[key]:
                 self._results[key] = self._on_timeout(self._items[key], True)
         if self._from_submit:
-            for key in [k for k in self._waiting if now >= self._due[k]]:
+            # Less than a tick left is no time to start in: judged now, not started and judged a tick later.
+            for key in [k for k in self._waiting if now >= self._due[k] - self._tick]:
                 self._waiting.remove(key)
                 self._results[key] = self._on_timeout(self._items[key], False)
         self._grow()
@@ -117,7 +118,7 @@ class DeadlinePool:
                 now = time.monotonic()
                 if not self._from_submit:
                     self._due[key] = now + self._deadline
-                elif now >= self._due[key]:
+                elif now >= self._due[key] - self._tick:
                     self._results.setdefault(key, self._on_timeout(self._items[key], False))
                     self._idle += 1
                     self._cond.notify_all()

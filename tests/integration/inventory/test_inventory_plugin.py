@@ -97,8 +97,16 @@ def test_cache_read_does_not_reset_ttl_and_flush_reprobes(fleet, ansible, tmp_pa
     cached = ansible.inventory_list(path)
     assert cached['_meta']['hostvars'][fleet.hosts['lazy1'].address]['orchestra_reason'] == 'from the cache'
     assert files[0].stat().st_mtime_ns == written  # reading did not extend the TTL
-    flushed = ansible.inventory_list(path, '--flush-cache')
-    assert flushed['_meta']['hostvars'][fleet.hosts['lazy1'].address]['orchestra_reason'] == 'no workload running'
+    help_text = ansible.run([ansible.bin('ansible-inventory'), '--help']).stdout
+    if '--flush-cache' in help_text:
+        flushed = ansible.inventory_list(path, '--flush-cache')
+        assert flushed['_meta']['hostvars'][fleet.hosts['lazy1'].address]['orchestra_reason'] == 'no workload running'
+    else:  # ansible-core 2.16: only ansible-playbook has --flush-cache (docs/inventory.md)
+        play = tmp_path / 'noop.yml'
+        play.write_text('- hosts: localhost\n  gather_facts: false\n  tasks: []\n')
+        result = ansible.run([ansible.bin('ansible-playbook'), '-i', path, '--flush-cache', str(play)])
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert 'from the cache' not in files[0].read_text()
     assert files[0].stat().st_mtime_ns > written
 
 
@@ -116,4 +124,5 @@ def test_bad_configuration_fails_the_run(fleet, ansible, tmp_path, options, mess
         env.pop(key)
     result = ansible.run([ansible.bin('ansible-inventory'), '-i', path, '--list'], env)
     assert result.returncode != 0
-    assert message in result.stderr, result.stderr
+    # ansible-core 2.16 wraps its warnings to the terminal width; compare the words.
+    assert message in ' '.join(result.stderr.split()), result.stderr
