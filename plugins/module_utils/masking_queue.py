@@ -23,7 +23,8 @@ import uuid
 from ansible_collections.orchestra.fleet.plugins.module_utils import masking_placement as placement
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_driver import DelphixDriverFactory
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors import (
-    InvalidRequest, MaskingQueueError, MissingCredentials, NoCarrier, StoreUnavailable, UnknownEngine, UnknownJob)
+    InvalidRequest, MaskingQueueError, MissingCredentials, NoCarrier, NoCredentials, StoreUnavailable, UnknownEngine,
+    UnknownJob, WaitInterrupted)
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_lifecycle import PollStep, new_stats
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_placement import decide, has_room
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_sql import DEFAULT_OUTAGE_TIMEOUT
@@ -40,22 +41,6 @@ __all__ = ['MaskingQueue', 'MaskingQueueError', 'UnknownJob', 'UnknownEngine', '
 LEADER_LEASE = 'driver'
 MAX_JOB_NAME = 50   # Delphix's own limit on jobName
 DEFAULT_INFO_LIMIT = 100
-
-
-class NoCredentials(MaskingQueueError):
-    """A waited-for job sits on an engine that no process with credentials is starting."""
-
-    error_kind = 'no_credentials'
-
-
-class WaitInterrupted(MaskingQueueError):
-    """The waiting caller was interrupted (SIGINT/SIGTERM); carries the jobs as they were left."""
-
-    error_kind = 'interrupted'
-
-    def __init__(self, message, jobs):
-        super().__init__(message)
-        self.jobs = jobs
 
 
 def _validate_name(value, what, limit=None):
