@@ -7,51 +7,37 @@ Two families: the queue's own (raised to callers, messages written for humans)
 and the driver's (raised by an engine driver, so the queue never has to know
 which remote API sits behind a driver).
 
-Every class carries `error_kind`, the stable word modules return to playbooks: the
-classes are the one table, a module never decides a kind by isinstance.
+Every class carries `error_kind`, the stable word modules return to playbooks, set from
+the one table ERROR_KINDS at the end: a module never decides a kind by isinstance.
 """
 
 
 class MaskingQueueError(Exception):
     """Base of every error the queue raises to its callers."""
 
-    error_kind = 'queue_error'
-
 
 class UnknownJob(MaskingQueueError):
     """No queue entry has that id or request id."""
-
-    error_kind = 'unknown_job'
 
 
 class UnknownEngine(MaskingQueueError):
     """No engine of that name is registered."""
 
-    error_kind = 'unknown_engine'
-
 
 class StoreUnavailable(MaskingQueueError):
     """The queue database cannot be reached or opened."""
-
-    error_kind = 'store_unavailable'
 
 
 class InvalidRequest(MaskingQueueError):
     """A parameter is malformed (negative slots, empty job name, ...)."""
 
-    error_kind = 'bad_parameter'
-
 
 class NoCarrier(InvalidRequest):
     """No registered engine carries the job (name, environment, affinity): nothing could ever run it."""
 
-    error_kind = 'unknown_job'
-
 
 class EngineBusy(MaskingQueueError):
     """An engine cannot be removed while it holds scheduled or running jobs."""
-
-    error_kind = 'engine_busy'
 
 
 class ExecutionOwned(MaskingQueueError):
@@ -63,8 +49,6 @@ class ExecutionOwned(MaskingQueueError):
 class DriverError(Exception):
     """An engine call failed for a reason that will not go away by retrying."""
 
-    error_kind = 'engine_error'
-
     def __init__(self, message, status=None):
         super().__init__(message)
         self.status = status
@@ -73,31 +57,21 @@ class DriverError(Exception):
 class EngineUnavailable(DriverError):
     """Transient: connection refused/reset, timeout, 5xx. The outcome of a start is unknown."""
 
-    error_kind = 'engine_unreachable'
-
 
 class EngineAuthError(DriverError):
     """Login refused: nothing was started; retrying with the same credentials will not help."""
-
-    error_kind = 'engine_auth'
 
 
 class EngineJobNotFound(DriverError):
     """The engine does not know the job name (or the execution)."""
 
-    error_kind = 'job_not_found'
-
 
 class EngineConflict(DriverError):
     """The engine refused to start the job because it already runs or queues it (HTTP 409)."""
 
-    error_kind = 'engine_conflict'
-
 
 class MissingCredentials(DriverError):
     """This process was given no credentials for the engine."""
-
-    error_kind = 'no_credentials'
 
 
 class EngineNotReached(EngineUnavailable):
@@ -109,4 +83,37 @@ class EngineNotReached(EngineUnavailable):
 class EngineJobAmbiguous(DriverError):
     """The job name matches masking jobs in several environments of the engine: name the environment."""
 
-    error_kind = 'job_ambiguous'
+
+class NoCredentials(MaskingQueueError):
+    """A waited-for job sits on an engine that no process with credentials is starting."""
+
+
+class WaitInterrupted(MaskingQueueError):
+    """The waiting caller was interrupted (SIGINT/SIGTERM); carries the jobs as they were left."""
+
+    def __init__(self, message, jobs):
+        super().__init__(message)
+        self.jobs = jobs
+
+
+# The one table of error kinds. A subclass not listed inherits its base's kind.
+ERROR_KINDS = {
+    MaskingQueueError: 'queue_error',
+    UnknownJob: 'unknown_job',
+    UnknownEngine: 'unknown_engine',
+    StoreUnavailable: 'store_unavailable',
+    InvalidRequest: 'bad_parameter',
+    NoCarrier: 'unknown_job',
+    EngineBusy: 'engine_busy',
+    NoCredentials: 'no_credentials',
+    WaitInterrupted: 'interrupted',
+    DriverError: 'engine_error',
+    EngineUnavailable: 'engine_unreachable',
+    EngineAuthError: 'engine_auth',
+    EngineJobNotFound: 'job_not_found',
+    EngineConflict: 'engine_conflict',
+    MissingCredentials: 'no_credentials',
+    EngineJobAmbiguous: 'job_ambiguous',
+}
+for _error_class, _kind in ERROR_KINDS.items():
+    _error_class.error_kind = _kind

@@ -18,10 +18,10 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback
 
-from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors import (  # noqa: F401 (for the modules)
+from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors import (
     DriverError, MaskingQueueError, UnknownEngine, UnknownJob)
-from ansible_collections.orchestra.fleet.plugins.module_utils.masking_sql import (  # noqa: F401 (one parser, one mask)
-    DEFAULT_STORE, MASK, parse_store, redact as redact_store, store_secret)
+from ansible_collections.orchestra.fleet.plugins.module_utils.masking_sql import (
+    MASK, parse_store, redact as redact_store, store_secret)
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_states import (
     STATES as ALL_STATES, UNFINISHED_STATES)
 
@@ -33,6 +33,11 @@ except ImportError:
     QUEUE_IMPORT_ERROR = traceback.format_exc()
 
 ENGINE_FIELDS = ('url', 'slots', 'memory_mb', 'jobs', 'enabled', 'drained', 'verify')
+# What the modules import from here (errors they catch by name; the store-URL helpers are masking_sql's).
+__all__ = ['ALL_STATES', 'UNFINISHED_STATES', 'UnknownEngine', 'UnknownJob', 'argument_spec', 'common_argument_spec',
+           'credentials_from', 'engine_view', 'error_kind', 'error_message', 'find_engine', 'interruptible', 'job_outcome',
+           'job_timings', 'masking_module', 'normalize_job_entries', 'open_queue', 'parse_time', 'queue_errors',
+           'queue_summary', 'redact_store', 'resolve_store', 'secret_values', 'store_secret', 'store_url_of']
 
 
 def common_argument_spec():

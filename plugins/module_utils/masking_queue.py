@@ -22,39 +22,25 @@ import uuid
 
 from ansible_collections.orchestra.fleet.plugins.module_utils import masking_placement as placement
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_driver import DelphixDriverFactory
-from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors import (  # noqa: F401 (facade names)
-    InvalidRequest, MaskingQueueError, MissingCredentials, NoCarrier, StoreUnavailable, UnknownEngine, UnknownJob)
+from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors import (
+    InvalidRequest, MaskingQueueError, MissingCredentials, NoCarrier, NoCredentials, StoreUnavailable, UnknownEngine,
+    UnknownJob, WaitInterrupted)
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_lifecycle import PollStep, new_stats
-from ansible_collections.orchestra.fleet.plugins.module_utils.masking_placement import decide, has_room  # noqa: F401
+from ansible_collections.orchestra.fleet.plugins.module_utils.masking_placement import decide, has_room
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_sql import DEFAULT_OUTAGE_TIMEOUT
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_states import (
     CANCELLED, ENGINE_QUEUED, FAILED, QUEUED, RUNNING, SCHEDULED, STATES, TERMINAL_STATES)
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_store import open_store, same_request
-from ansible_collections.orchestra.fleet.plugins.module_utils.masking_views import (  # noqa: F401 (facade names)
+from ansible_collections.orchestra.fleet.plugins.module_utils.masking_views import (
     engine_dict, explain, history_dict, iso, job_dict)
 
 __all__ = ['MaskingQueue', 'MaskingQueueError', 'UnknownJob', 'UnknownEngine', 'StoreUnavailable', 'InvalidRequest',
-           'TERMINAL_STATES', 'STATES', 'WaitInterrupted', 'NoCredentials']
+           'NoCarrier', 'TERMINAL_STATES', 'STATES', 'WaitInterrupted', 'NoCredentials', 'decide', 'explain', 'iso',
+           'job_dict', 'engine_dict']
 
 LEADER_LEASE = 'driver'
 MAX_JOB_NAME = 50   # Delphix's own limit on jobName
 DEFAULT_INFO_LIMIT = 100
-
-
-class NoCredentials(MaskingQueueError):
-    """A waited-for job sits on an engine that no process with credentials is starting."""
-
-    error_kind = 'no_credentials'
-
-
-class WaitInterrupted(MaskingQueueError):
-    """The waiting caller was interrupted (SIGINT/SIGTERM); carries the jobs as they were left."""
-
-    error_kind = 'interrupted'
-
-    def __init__(self, message, jobs):
-        super().__init__(message)
-        self.jobs = jobs
 
 
 def _validate_name(value, what, limit=None):

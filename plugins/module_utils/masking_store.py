@@ -18,11 +18,15 @@ from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors imp
     EngineBusy, ExecutionOwned, InvalidRequest, MaskingQueueError, StoreUnavailable, UnknownEngine, UnknownJob)
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_placement import same_job
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_schema import MIGRATIONS
-from ansible_collections.orchestra.fleet.plugins.module_utils.masking_sql import (  # noqa: F401 (facade names)
-    DEFAULT_OUTAGE_TIMEOUT, Database, dialect_for)
-from ansible_collections.orchestra.fleet.plugins.module_utils.masking_states import (  # noqa: F401 (facade names)
+from ansible_collections.orchestra.fleet.plugins.module_utils.masking_sql import DEFAULT_OUTAGE_TIMEOUT, Database, dialect_for
+from ansible_collections.orchestra.fleet.plugins.module_utils.masking_states import (
     ACTIVE_STATES, CANCELLED, ENGINE_QUEUED, FAILED, QUEUED, RUNNING, SCHEDULED, SLOT_STATES, STARTED_STATES, STARTING,
     STATES, SUCCEEDED, TERMINAL_STATES, TRANSITIONS, UNFINISHED_STATES, WARNING, check_transition)
+
+# The store's own names, and the state names callers have always imported from here (masking_states owns them).
+__all__ = ['Store', 'open_store', 'dialect_for', 'same_request', 'engine_changes', 'JOB_COLUMNS', 'QUEUED_COLUMNS',
+           'ACTIVE_STATES', 'SLOT_STATES', 'UNFINISHED_STATES', 'TERMINAL_STATES', 'STATES', 'TRANSITIONS', 'QUEUED',
+           'SCHEDULED', 'STARTING', 'RUNNING', 'ENGINE_QUEUED', 'SUCCEEDED', 'WARNING', 'FAILED', 'CANCELLED']
 
 JOB_COLUMNS = ('id', 'request_id', 'job_name', 'environment', 'priority', 'engine_affinity', 'max_memory_mb', 'state',
                'attempt', 'reason', 'engine', 'owner', 'engine_job_id', 'execution_id', 'engine_status', 'not_before',

@@ -70,7 +70,7 @@ step:
   description:
     - What the first poll step reported, counters of jobs C(started), C(recovered) (interrupted starts reconciled),
       C(refreshed), C(finished), C(requeued), C(cancelled), C(start_errors), engines found C(unreachable), and
-      C(waiting_for_credentials) (scheduled jobs on engines this task has no credentials for: the task then fails
+      C(waiting_for_credentials) (scheduled jobs on engines this task has no credentials for; the task then fails
       with C(error_kind=no_credentials) instead of reporting success while nothing can move).
     - C(changed) is true when a job was started, recovered, finished, requeued or cancelled.
   returned: always

@@ -354,3 +354,26 @@ def test_database_restart_under_waiting_callers_and_workers(own_postgres, simula
             assert state == expected[name], (name, state, out)
     assert pool.wait_all(timeout=200) == [0, 0], [pool.output(proc)[-2000:] for proc in pool.procs]
     checks.exactly_once(make_queue(dsn), {'eng': sim}, {'eng': 6})
+
+
+def _driver_has_markers():
+    from ansible_collections.orchestra.fleet.plugins.module_utils.masking_driver import DelphixEngineDriver
+    return hasattr(DelphixEngineDriver, 'start_marker')
+
+
+@pytest.mark.skipif(not _driver_has_markers(), reason='needs the Delphix driver of the marker contract (engineer mdelphix: '
+                    'start_marker, EngineNotReached on a refused connection)')
+def test_dead_engine_releases_its_jobs_to_a_live_one(store_url, simulators, checks):
+    """issue 10 item 4: an engine that refuses connections holds no job; its jobs run on the engine that answers."""
+    from tests.support.lab.ports import free_port
+    queue = make_queue(store_url)
+    jobs = catalogue(4)
+    live = simulators('live', jobs, slots=2)
+    queue.ensure_engine('live', live.url, slots=2, jobs=[job['name'] for job in jobs])
+    queue.ensure_engine('dead', 'http://127.0.0.1:%d/masking/api' % free_port(), slots=2, jobs=[job['name'] for job in jobs])
+    ids = [queue.enqueue(job['name'])[1]['id'] for job in jobs]
+    done = queue.wait(ids, timeout=120, poll_interval=0.1)
+    assert [(j['state'], j['engine']) for j in done] == [('SUCCEEDED', 'live')] * 4
+    dead = queue.engine('dead')
+    assert dead['unreachable_since'] is not None and dead['last_error']
+    checks.exactly_once(queue, {'live': live}, {'live': 2})
