@@ -523,9 +523,11 @@ class Store(Database):
 
         def apply(tx):
             tx.one('SELECT name FROM engines WHERE name = ?%s' % self.dialect.for_update, (engine,))
+            # (engine, state) is the index that stays small; execution_id is checked here, not in SQL, so that
+            # no plan walks every finished job of the engine that never had an execution
             busy = [(row['job_name'], row['environment']) for row in tx.rows(
-                'SELECT job_name, environment FROM jobs WHERE engine = ? AND state = ? AND execution_id IS NULL',
-                (engine, STARTING))]
+                'SELECT job_name, environment, execution_id FROM jobs WHERE engine = ? AND state = ?', (engine, STARTING))
+                if row['execution_id'] is None]
             candidates = tx.rows('SELECT id, job_name, environment FROM jobs WHERE state = ? AND engine = ? AND cancel_requested = 0 '
                                  'AND (next_try_at IS NULL OR next_try_at <= ?) ORDER BY priority DESC, id LIMIT %d'
                                  % (int(limit) * 4), (SCHEDULED, engine, now))

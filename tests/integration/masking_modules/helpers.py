@@ -97,9 +97,9 @@ class Runner:
             yaml.safe_dump(play, handle, sort_keys=False)
         return [os.path.join(BIN, 'ansible-playbook'), '-i', 'localhost,', path], results_path
 
-    def playbook(self, name, extra_vars=None, env=None, timeout=180):
+    def playbook(self, name, extra_vars=None, env=None, timeout=180, extra_args=()):
         """Run one of the collection's playbooks (orchestra.fleet.NAME); returns (rc, output)."""
-        cmd = [os.path.join(BIN, 'ansible-playbook'), '-i', 'localhost,', 'orchestra.fleet.%s' % name]
+        cmd = [os.path.join(BIN, 'ansible-playbook'), '-i', 'localhost,', 'orchestra.fleet.%s' % name] + list(extra_args)
         if extra_vars:
             cmd += ['-e', json.dumps(extra_vars)]
         proc = subprocess.run(cmd, cwd=str(self.workdir), env=self.env(env), stdout=subprocess.PIPE,

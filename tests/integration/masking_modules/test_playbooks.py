@@ -92,3 +92,18 @@ def test_mask_playbook_reports_every_job_whatever_the_result(runner, engines):
     assert time.monotonic() - started < 150, 'waited out the timeout instead of failing fast'
     assert re.search(r'ok_job: \w+ on', out) and re.search(r'ok_job_2: \w+ on', out), out
     assert 'no credentials' in out
+
+
+@pytest.mark.slow
+def test_mask_playbook_timeout_is_for_all_jobs_together(runner, engines):
+    """issue 10 item 6: masking_timeout bounds the whole run, as documented; the wait of a later job gets what is
+    left of it (here nothing), not a fresh masking_timeout."""
+    rc, out, _res = runner.play(register_engines_tasks(engines))
+    assert rc == 0, out
+    rc, out = runner.playbook('mask', {'masking_jobs': ['long_job', 'ok_job'], 'masking_timeout': 5,
+                                       'masking_cancel_on_timeout': True, 'masking_poll_interval': 0.2},
+                              env=masking_env(runner))
+    assert rc != 0, out
+    waited = dict(re.findall(r'"msg": "(\w+): \w+\s+on [^"]*?waited at most (\d+) s', out))
+    assert int(waited['long_job']) <= 5 and waited['ok_job'] == '0', (waited, out)   # 0: nothing was left for it
+    assert re.search(r'ok_job: SUCCEEDED', out) and re.search(r'long_job: CANCELLED', out), out

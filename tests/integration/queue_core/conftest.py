@@ -170,6 +170,10 @@ def check_exactly_once(queue, sims, slots):
         assert peak <= slots[name], 'engine %s had %d executions alive at once, slots %d' % (name, peak, slots[name])
         for execution in record['executions']:
             recorded.add((name, execution['executionId']))
+    counted = queue.store.counts()   # the trigger-kept counters agree with a full count, on both databases
+    actual = dict((row['state'], row['n']) for row in queue.store.read(
+        lambda tx: tx.rows('SELECT state, COUNT(*) AS n FROM jobs GROUP BY state')))
+    assert counted == actual, (counted, actual)
     stray = recorded - set(claimed)
     missing = set(claimed) - recorded
     assert not stray, 'executions no queue job owns (duplicates or lost starts): %r' % sorted(stray)[:10]

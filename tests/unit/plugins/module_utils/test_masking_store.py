@@ -249,3 +249,21 @@ def test_prune_keeps_unfinished_and_recent_jobs(store):
     assert store.prune(50.0) == {'jobs': 2, 'history': 4}
     assert sorted(j['request_id'] for j in store.jobs()) == ['r2', 'recent']
     assert store.history([1, 2]) == []
+
+
+def test_state_counters_follow_every_kind_of_write(store):
+    def actual():
+        return dict((row['state'], row['n']) for row in store.read(
+            lambda tx: tx.rows('SELECT state, COUNT(*) AS n FROM jobs GROUP BY state')))
+    store.upsert_engine('e1', 1.0, url='http://e1', slots=5)
+    ids = [store.enqueue('r%d' % i, 'a', None, 0, None, None, now=1.0)[1]['id'] for i in range(6)]
+    store.schedule(lambda rows, engines: [(row[0], 'e1') for row in rows[:3]], 2.0, owner='s')
+    store.transition(ids[3], 'QUEUED', 0, 'CANCELLED', 3.0)
+    store.rerun(ids[3], 0, 4.0)
+    store.transition(ids[4], 'QUEUED', 0, 'FAILED', 5.0)
+    assert store.counts() == actual()
+    store.compact_counts(force=True)
+    assert store.counts() == actual() == {'SCHEDULED': 3, 'QUEUED': 2, 'FAILED': 1}
+    store.delete_engine('e1', 6.0, force=True)
+    store.prune(10.0)
+    assert store.counts() == actual()
