@@ -90,7 +90,7 @@ ERRORS = {'auth': DelphixAuthError, 'not_found': DelphixNotFound, 'conflict': De
           'unavailable': DelphixUnavailable, 'error': DelphixError}
 
 # Tokens survive client instances in one process (a queue step builds clients per engine repeatedly).
-_TOKENS = {}  # type: Dict[tuple, str]
+_TOKENS: Dict[tuple, str] = {}
 _TOKENS_LOCK = threading.Lock()
 
 
@@ -124,9 +124,9 @@ class MaskingEngineClient:
         self._session.headers.update({'Accept': 'application/json'})
         self._cache_key = (self.base, username, hashlib.sha256(password.encode('utf-8')).hexdigest())
         self._login_lock = threading.Lock()
-        self._job_ids = {}  # type: Dict[tuple, int]
+        self._job_ids: Dict[tuple, int] = {}
         # Seconds the engine's clock is ahead of ours, from the last answer's Date header: shown, never decided on.
-        self.clock_offset = None  # type: Optional[float]
+        self.clock_offset: Optional[float] = None
 
     def __repr__(self):
         return 'MaskingEngineClient(%r, user=%r)' % (self.base, self.username)
@@ -144,8 +144,7 @@ class MaskingEngineClient:
             else:
                 _TOKENS[self._cache_key] = token
 
-    def login(self):
-        # type: () -> None
+    def login(self) -> None:
         """POST /login; caches the token for this engine and user."""
         with self._login_lock:
             try:
@@ -160,8 +159,7 @@ class MaskingEngineClient:
                                        url=self.base + '/login')
             self._set_token(token)
 
-    def logout(self):
-        # type: () -> None
+    def logout(self) -> None:
         """PUT /logout (each login is a session on the engine until then); best effort, never raises."""
         if self._token is None:
             return
@@ -225,7 +223,7 @@ class MaskingEngineClient:
 
     def _list(self, path, params=None):
         """Every item of a paged list."""
-        items = []  # type: List[Any]
+        items: List[Any] = []
         page = 1
         while page <= MAX_PAGES:
             query = dict(params or {}, page_number=page, page_size=self.page_size)
@@ -246,20 +244,16 @@ class MaskingEngineClient:
         return items
 
     # ---- catalogue -------------------------------------------------------------------------
-    def system_information(self):
-        # type: () -> Dict[str, Any]
+    def system_information(self) -> Dict[str, Any]:
         return self._get('/system-information')
 
-    def list_environments(self):
-        # type: () -> List[Dict[str, Any]]
+    def list_environments(self) -> List[Dict[str, Any]]:
         return self._list('/environments')
 
-    def list_jobs(self, environment_id=None):
-        # type: (Optional[int]) -> List[Dict[str, Any]]
+    def list_jobs(self, environment_id: Optional[int] = None) -> List[Dict[str, Any]]:
         return self._list('/masking-jobs', {'environment_id': environment_id} if environment_id is not None else None)
 
-    def resolve_job(self, job_name, environment=None):
-        # type: (str, Optional[str]) -> int
+    def resolve_job(self, job_name: str, environment: Optional[str] = None) -> int:
         """jobName (+ environment name or id) -> maskingJobId on THIS engine; cached per client."""
         key = (job_name, None if environment is None else str(environment))
         if key not in self._job_ids:
@@ -273,7 +267,7 @@ class MaskingEngineClient:
                 return detail
             if verdict == 'not_found':
                 raise DelphixNotFound('masking job %r does not exist on %s' % (job_name, self.base), status=None)
-        jobs_by_env = {}  # type: Dict[str, List[Dict[str, Any]]]
+        jobs_by_env: Dict[str, List[Dict[str, Any]]] = {}
         for env in self.list_environments():
             name = str(env.get('environmentName'))
             if environment is not None and environment not in (name, str(env.get('environmentId'))):
@@ -289,35 +283,30 @@ class MaskingEngineClient:
         raise DelphixNotFound('masking job %r does not exist%s on %s' % (job_name, where, self.base))
 
     # ---- executions ------------------------------------------------------------------------
-    def list_executions(self, job_id=None, status=None):
-        # type: (Optional[int], Optional[str]) -> List[Execution]
-        params = {}  # type: Dict[str, Any]
+    def list_executions(self, job_id: Optional[int] = None, status: Optional[str] = None) -> List[Execution]:
+        params: Dict[str, Any] = {}
         if job_id is not None:
             params['job_id'] = int(job_id)
         if status is not None:
             params['execution_status'] = status
         return [self._parse(item) for item in self._list('/executions', params)]
 
-    def get_execution(self, execution_id):
-        # type: (int) -> Execution
+    def get_execution(self, execution_id: int) -> Execution:
         return self._parse(self._get('/executions/%d' % int(execution_id)))
 
-    def execution_events(self, execution_id):
-        # type: (int) -> List[Dict[str, Any]]
+    def execution_events(self, execution_id: int) -> List[Dict[str, Any]]:
         return self._list('/execution-events', {'execution_id': int(execution_id)})
 
-    def execution_marker(self, job_id):
-        # type: (int) -> int
+    def execution_marker(self, job_id: int) -> int:
         """The job's start marker: its highest executionId on this engine now (every page), 0 when none."""
         return highest_execution_id(self.list_executions(job_id=job_id))
 
-    def find_execution_after(self, job_id, marker):
-        # type: (int, int) -> Optional[Execution]
+    def find_execution_after(self, job_id: int, marker: int) -> Optional[Execution]:
         """The execution a start made after `marker` was taken (the lowest id above it), or None."""
         return choose_after_marker(self.list_executions(job_id=job_id), marker)
 
-    def start_execution(self, job_id, marker=None, target_connector_id=None, source_connector_id=None):
-        # type: (int, Optional[int], Optional[int], Optional[int]) -> Execution
+    def start_execution(self, job_id: int, marker: Optional[int] = None, target_connector_id: Optional[int] = None,
+                        source_connector_id: Optional[int] = None) -> Execution:
         """POST /executions without ever starting the job twice.
 
         marker: the job's highest executionId taken before the attempt (execution_marker); taken here, right
@@ -333,7 +322,7 @@ class MaskingEngineClient:
           before any new start.
         409 (the job is already running or queued) -> DelphixConflict, unless it is our own earlier attempt.
         """
-        body = {'jobId': int(job_id)}  # type: Dict[str, Any]
+        body: Dict[str, Any] = {'jobId': int(job_id)}
         if target_connector_id is not None:
             body['targetConnectorId'] = int(target_connector_id)
         if source_connector_id is not None:
@@ -417,15 +406,15 @@ class MaskingEngineClient:
         return DelphixNotReached('%s; nothing was started' % exc, status=exc.status, engine_message=exc.engine_message,
                                  url=exc.url)
 
-    def cancel_execution(self, execution_id, expected_status=None, graceful=None):
-        # type: (int, Optional[str], Optional[bool]) -> Execution
+    def cancel_execution(self, execution_id: int, expected_status: Optional[str] = None,
+                         graceful: Optional[bool] = None) -> Execution:
         """POST /executions/{id}/cancel?expectedStatus=RUNNING (guard QUEUED or RUNNING; graceful: API 5.1.43+).
 
         Both are QUERY parameters: a real engine ignores them in a body. 409 (not in the expected status,
         or already finished) -> DelphixConflict. A lost answer is settled by reading the execution back.
         """
         path = '/executions/%d/cancel' % int(execution_id)
-        params = {}  # type: Dict[str, str]
+        params: Dict[str, str] = {}
         if expected_status:
             params['expectedStatus'] = str(expected_status)
         if graceful is not None:

@@ -19,8 +19,7 @@ _DATE = re.compile(
     r'(Z|[+-]\d{2}(?::?\d{2})?)?\s*$', re.IGNORECASE)
 
 
-def parse_time(value):
-    # type: (Any) -> Optional[datetime]
+def parse_time(value: Any) -> Optional[datetime]:
     """Engine date -> aware UTC datetime; lenient (+0000, +00:00, Z, no fraction, epoch ms); None if unusable."""
     if value is None or isinstance(value, bool):
         return None
@@ -72,23 +71,19 @@ class Execution:
     raw: Dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
-    def terminal(self):
-        # type: () -> bool
+    def terminal(self) -> bool:
         """Finished for good. An unknown status is never terminal (and never success)."""
         return self.status in TERMINAL
 
     @property
-    def known_status(self):
-        # type: () -> bool
+    def known_status(self) -> bool:
         return self.status in KNOWN_STATUSES
 
     @property
-    def succeeded(self):
-        # type: () -> bool
+    def succeeded(self) -> bool:
         return self.status == 'SUCCEEDED'
 
-    def to_dict(self):
-        # type: () -> Dict[str, Any]
+    def to_dict(self) -> Dict[str, Any]:
         def iso(moment):
             return moment.isoformat() if moment else None
         return {'execution_id': self.execution_id, 'job_id': self.job_id, 'status': self.status,
@@ -97,8 +92,7 @@ class Execution:
                 'start_time': iso(self.start_time), 'end_time': iso(self.end_time)}
 
 
-def parse_execution(obj):
-    # type: (Any) -> Execution
+def parse_execution(obj: Any) -> Execution:
     """Engine execution object -> Execution; ValueError when it lacks executionId/jobId/status."""
     if not isinstance(obj, dict):
         raise ValueError('execution is not a JSON object: %r' % (obj,))
@@ -112,8 +106,7 @@ def parse_execution(obj):
                      end_time=parse_time(obj.get('endTime')), raw=dict(obj))
 
 
-def page_items(body):
-    # type: (Any) -> tuple
+def page_items(body: Any) -> tuple:
     """A list answer -> (items, total or None). Tolerates a bare JSON list (no _pageInfo)."""
     if isinstance(body, list):
         return body, len(body)
@@ -123,8 +116,7 @@ def page_items(body):
     return body.get('responseList') or [], _int_or_none(info.get('total'))
 
 
-def more_pages(collected, page_len, total, page_size):
-    # type: (int, int, Optional[int], int) -> bool
+def more_pages(collected: int, page_len: int, total: Optional[int], page_size: int) -> bool:
     """Whether to ask for the next page."""
     if page_len == 0:
         return False
@@ -133,19 +125,16 @@ def more_pages(collected, page_len, total, page_size):
     return page_len >= page_size
 
 
-def is_page_out_of_range(message):
-    # type: (Optional[str]) -> bool
+def is_page_out_of_range(message: Optional[str]) -> bool:
     return bool(message) and PAGE_OUT_OF_RANGE in message
 
 
-def backoff_delay(attempt, backoff, cap=10.0):
-    # type: (int, float, float) -> float
+def backoff_delay(attempt: int, backoff: float, cap: float = 10.0) -> float:
     """Delay before retry number `attempt` (1-based): exponential, capped."""
     return min(cap, backoff * (2 ** (attempt - 1)))
 
 
-def error_kind(status):
-    # type: (Optional[int]) -> str
+def error_kind(status: Optional[int]) -> str:
     """HTTP status -> error kind: auth, not_found, conflict, unavailable or error."""
     if status is None:
         return 'unavailable'
@@ -160,8 +149,7 @@ def error_kind(status):
     return 'error'
 
 
-def highest_execution_id(executions):
-    # type: (List[Execution]) -> int
+def highest_execution_id(executions: List[Execution]) -> int:
     """The start marker: the highest executionId among a job's executions, 0 when it has none.
 
     Execution ids only grow on an engine, so an execution with a higher id than the marker taken right
@@ -170,8 +158,7 @@ def highest_execution_id(executions):
     return max([execution.execution_id for execution in executions] or [0])
 
 
-def choose_after_marker(executions, marker):
-    # type: (List[Execution], int) -> Optional[Execution]
+def choose_after_marker(executions: List[Execution], marker: int) -> Optional[Execution]:
     """The execution a start made after `marker` was taken: the lowest id above the marker, or None.
 
     Any status counts (a fast job may have finished already). Nothing at or below the marker is ever
@@ -182,8 +169,7 @@ def choose_after_marker(executions, marker):
     return min(newer, key=lambda e: e.execution_id) if newer else None
 
 
-def clock_offset(date_header, sent, received):
-    # type: (Optional[str], float, float) -> Optional[float]
+def clock_offset(date_header: Optional[str], sent: float, received: float) -> Optional[float]:
     """Seconds the engine's clock is ahead of ours (negative: behind), from an HTTP Date header.
 
     For reporting only (1 s resolution, network delay): never used to decide which execution is ours.
@@ -202,8 +188,8 @@ def clock_offset(date_header, sent, received):
     return moment.timestamp() - (sent + received) / 2.0
 
 
-def select_job(jobs_by_environment, job_name, environment=None):
-    # type: (Dict[str, List[Dict[str, Any]]], str, Optional[str]) -> tuple
+def select_job(jobs_by_environment: Dict[str, List[Dict[str, Any]]], job_name: str,
+               environment: Optional[str] = None) -> tuple:
     """Resolve a jobName -> ('ok', id) | ('not_found', envs searched) | ('ambiguous', environments).
 
     jobs_by_environment maps environment name -> the masking-job objects listed for it.
