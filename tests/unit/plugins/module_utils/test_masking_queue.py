@@ -676,3 +676,19 @@ def test_sessions_are_closed_after_a_step_and_a_wait(lab):
     engine.finish('mask_a')
     lab.queue.wait([job['id']], timeout=30, poll_interval=1.0)
     assert engine.calls['close'] == 2
+
+
+def test_a_reconcile_never_hands_one_execution_to_a_second_job(lab):
+    """Should a driver ever offer an execution another job owns, the job fails loudly instead of sharing it."""
+    engine = lab.engine('e1')
+    first = lab.queue.enqueue('mask_a')[1]
+    lab.step()
+    owned = lab.queue.job(first['id'])['execution_id']
+    second = lab.queue.enqueue('mask_b')[1]
+    real = engine.add
+    engine.add = lambda name, status='RUNNING': owned    # a confused engine answers with the first job's execution
+    lab.step()
+    engine.add = real
+    row = lab.queue.job(second['id'])
+    assert row['state'] == 'FAILED' and 'already belongs to queue job %d' % first['id'] in row['error']
+    assert lab.queue.job(first['id'])['execution_id'] == owned
