@@ -37,6 +37,7 @@ LABEL_W = 170       # px left of the timeline for lane labels
 CHART_W = 1000      # px of timeline
 LANE_H = 18
 DEPTH_H = 90
+MIN_RUN = 0.001     # s: the least a run occupies its lane
 DEPTH_BINS = 500    # the queue-depth chart has at most this many steps, whatever the number of jobs
 
 CSS = """
@@ -183,15 +184,17 @@ def job_progress(job, now):
 def assign_lanes(jobs):
     """Give every run on one engine the lowest lane free at its start -> number of lanes used (pure)."""
     ends = []
-    for job in sorted(jobs, key=lambda j: (j.started, j.id or 0)):
+    for job in sorted(jobs, key=lambda j: (j.started, j.run_end, j.id or 0)):
+        # a run of no measurable length still takes its instant (it is drawn): half-open [start, end) of MIN_RUN
+        until = max(job.run_end, job.started + MIN_RUN)
         for lane, end in enumerate(ends):
             if end <= job.started:
-                ends[lane] = job.run_end
+                ends[lane] = until
                 job.lane = lane
                 break
         else:
             job.lane = len(ends)
-            ends.append(job.run_end)
+            ends.append(until)
     return len(ends)
 
 
