@@ -37,6 +37,7 @@ LABEL_W = 170       # px left of the timeline for lane labels
 CHART_W = 1000      # px of timeline
 LANE_H = 18
 DEPTH_H = 90
+PROBLEMS_LISTED = 8  # failed and warned jobs listed at the top
 MIN_RUN = 0.001     # s: the least a run occupies its lane
 DEPTH_BINS = 500    # the queue-depth chart has at most this many steps, whatever the number of jobs
 
@@ -49,13 +50,16 @@ border-radius:6px;margin:14px 0;padding:12px 16px}h2{font-size:15px;margin:0 0 8
 .b.z{opacity:.35}.legend{font-size:12px;color:#4a5260;margin:4px 0 8px}.legend i{display:inline-block;width:12px;height:10px;
 margin:0 4px 0 10px;vertical-align:-1px;border-radius:2px}svg{display:block;max-width:100%;height:auto}svg text{font-size:11px;
 fill:#4a5260}svg .eng{font-weight:600;fill:#1d2330}svg .over{fill:#d63a3a}svg .grid{stroke:#eceef1}svg .lane{fill:#fafbfc}
-svg .wait{stroke:#9aa1ab;stroke-width:2;stroke-dasharray:3 2}svg .bar{stroke:#fff;stroke-width:.5}
-svg .bar.FAILED,svg .bar.WARNING{stroke:#1d2330;stroke-width:1.2}svg .now{stroke:#d63a3a;stroke-dasharray:4 3}
+svg .wait{fill:none;stroke:#9aa1ab;stroke-width:2;stroke-dasharray:3 2}.slot rect[data-job]{stroke:#fff;stroke-width:.5;rx:2px}
+.slot rect.FAILED,.slot rect.WARNING{stroke:#1d2330;stroke-width:1.2}%ssvg .now{stroke:#d63a3a;stroke-dasharray:4 3}
 table{border-collapse:collapse;width:100%;font-size:12px}th,td{text-align:left;padding:3px 6px;border-bottom:1px solid #eceef1;
 vertical-align:top;white-space:nowrap}td.why{white-space:normal}th{background:#f0f2f5;position:sticky;top:0;cursor:pointer;user-select:none;white-space:nowrap}
 th[data-num]{text-align:right}th.s-asc:after{content:" \\25B2"}th.s-desc:after{content:" \\25BC"}td.n{text-align:right;font-variant-numeric:tabular-nums}
-tr.FAILED td{background:#fdecec}tr.WARNING td{background:#fdf6e0}td.why{max-width:420px;color:#4a5260}
-.st{font-weight:600}.st.FAILED{color:#b02a2a}.st.WARNING{color:#9a6d00}.st.SUCCEEDED{color:#1f7a42}.st.RUNNING{color:#2457a8}
+tr.FAILED td{background:#fdecec}tr.WARNING td{background:#fdf6e0}td.why,#jobs td:nth-child(5){max-width:420px;
+color:#4a5260;white-space:normal}td.n,#jobs td:nth-child(1),#jobs td:nth-child(n+7):nth-child(-n+11){text-align:right;
+font-variant-numeric:tabular-nums}.st,#jobs td:nth-child(4){font-weight:600}.st.FAILED,tr.FAILED td:nth-child(4){color:#b02a2a}
+.st.WARNING,tr.WARNING td:nth-child(4){color:#9a6d00}.st.SUCCEEDED,tr.SUCCEEDED td:nth-child(4){color:#1f7a42}
+.st.RUNNING,tr.RUNNING td:nth-child(4){color:#2457a8}
 .pb{display:inline-block;width:60px;height:8px;background:#e3e6ea;border-radius:4px;overflow:hidden;vertical-align:middle}
 .pb i{display:block;height:100%;background:#2f6fd6}.tools{margin:0 0 8px}.tools input,.tools select{font:inherit;padding:3px 6px;
 margin-right:8px}.muted{color:#8a8f98}.err{color:#b02a2a}.scroll{max-height:560px;overflow:auto}
@@ -63,6 +67,8 @@ margin-right:8px}.muted{color:#8a8f98}.err{color:#b02a2a}.scroll{max-height:560p
 section{border:none;page-break-inside:avoid;padding:4px 0}.tools{display:none}.scroll{max-height:none;overflow:visible}
 th{position:static}*{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
 """
+
+CSS = CSS.replace('%s', ''.join('.slot rect.%s{fill:%s}' % item for item in sorted(OUTCOME_COLOURS.items())))
 
 # Sort by clicking a header (numbers by their data-v), filter by text and state. Small on purpose.
 SCRIPT = """
@@ -75,8 +81,9 @@ q.addEventListener('input',f);s.addEventListener('change',f);
 Array.prototype.forEach.call(t.tHead.rows[0].cells,function(h,i){h.addEventListener('click',function(){
 var d=h.className=='s-asc'?-1:1;Array.prototype.forEach.call(t.tHead.rows[0].cells,function(x){x.className=''});
 h.className=d>0?'s-asc':'s-desc';var num=h.hasAttribute('data-num'),rs=Array.prototype.slice.call(b.rows);
-rs.sort(function(x,y){var a=x.cells[i],e=y.cells[i];if(num){a=parseFloat(a.getAttribute('data-v'));
-e=parseFloat(e.getAttribute('data-v'));a=isNaN(a)?-1e18:a;e=isNaN(e)?-1e18:e;return (a-e)*d}
+function v(c){var t=c.getAttribute('data-v');return parseFloat(t===null?c.textContent.replace(/,/g,''):t)}
+rs.sort(function(x,y){var a=x.cells[i],e=y.cells[i];if(num){a=v(a);e=v(e);a=isNaN(a)?-1e18:a;e=isNaN(e)?-1e18:e;
+return (a-e)*d}
 return a.textContent.localeCompare(e.textContent)*d});var fr=document.createDocumentFragment();
 rs.forEach(function(r){fr.appendChild(r)});b.appendChild(fr)})});f()})();
 """
@@ -117,8 +124,22 @@ def duration(seconds):
     return '%d h %02d min' % (int(seconds // 3600), int(seconds % 3600 // 60))
 
 
+_ESCAPED = {}
+
+
 def _e(value):
-    return html.escape('' if value is None else str(value), quote=True)
+    """HTML-escaped text; repeated values (job and engine names, reasons) are escaped once."""
+    if value is None:
+        return ''
+    try:
+        return _ESCAPED[value]
+    except KeyError:
+        text = html.escape(str(value), quote=True)
+        if len(_ESCAPED) < 50000:
+            _ESCAPED[value] = text
+        return text
+    except TypeError:   # unhashable: escape it as it is
+        return html.escape(str(value), quote=True)
 
 
 class Job:
@@ -198,13 +219,16 @@ def assign_lanes(jobs):
     return len(ends)
 
 
-def queue_depth(jobs, since, until, bins=DEPTH_BINS):
-    """Per time bin over [since, until]: (bin start, most jobs waiting, most jobs running) (pure, one sweep)."""
+def queue_depth(jobs, since, until, bins=DEPTH_BINS, now=None):
+    """Per time bin over [since, until]: (bin start, most jobs waiting, most jobs running) (pure, one sweep).
+
+    A job still waiting waits until `now` (the chart shows nothing after it)."""
+    now = until if now is None else now
     events = []
     for job in jobs:
         if job.submitted is None:
             continue
-        wait_end = job.started if job.started is not None else (job.finished if job.finished is not None else until)
+        wait_end = job.started if job.started is not None else (job.finished if job.finished is not None else now)
         events.append((job.submitted, 0, 1))
         events.append((wait_end, 0, -1))
         if job.started is not None and job.run_end is not None:
@@ -234,10 +258,11 @@ def queue_depth(jobs, since, until, bins=DEPTH_BINS):
         level[kind] += step
         waiting_max[current] = max(waiting_max[current], level[0])
         running_max[current] = max(running_max[current], level[1])
+    after = min(bins, int((now - since) / span * bins) + 1) if now < until else bins
     while current < bins - 1:
         current += 1
-        waiting_max[current] = level[0]
-        running_max[current] = level[1]
+        waiting_max[current] = level[0] if current < after else 0
+        running_max[current] = level[1] if current < after else 0
     return [(since + i * span / bins, waiting_max[i], running_max[i]) for i in range(bins)]
 
 
@@ -290,27 +315,31 @@ def timeline_svg(jobs, engines, since, until, now):
         lanes = max(used, slots.get(name, 0), 1)
         parts.append('<g class="engine" data-engine="%s"><text class="eng" x="4" y="%d">%s</text>' % (_e(name), y + 12, _e(name)))
         y += 18
-        lane_y = {}
+        in_lane = [[] for _lane in range(lanes)]
+        for job in runs:
+            in_lane[job.lane].append(job)
         for lane in range(lanes):
             over = lane >= slots.get(name, 0) and name in slots
-            parts.append('<rect class="lane" x="%d" y="%d" width="%d" height="%d"/><text%s x="14" y="%d">slot %d%s</text>' % (
-                LABEL_W, y, CHART_W, LANE_H - 2, ' class="over"' if over else '', y + 12, lane + 1,
-                ' (over slots)' if over else ''))
-            lane_y[lane] = y
+            # one group per slot: its bars inherit engine and slot (data-engine, data-slot) from it
+            parts.append('<g class="slot" data-engine="%s" data-slot="%d"><rect class="lane" x="%d" y="%d" width="%d" height="%d"/>'
+                         '<text%s x="14" y="%d">slot %d%s</text>' % (
+                             _e(name), lane + 1, LABEL_W, y, CHART_W, LANE_H - 2, ' class="over"' if over else '', y + 12,
+                             lane + 1, ' (over slots)' if over else ''))
+            waits = []
+            bars = []
+            for job in in_lane[lane]:
+                x0, x1 = x_of(job.started), x_of(job.run_end)
+                if job.submitted is not None and x0 - x_of(job.submitted) >= 1:
+                    waits.append('M%.1f %dH%.1f' % (x_of(job.submitted), y + LANE_H - 4, x0))
+                bars.append('<rect class="%s" data-job="%s" x="%.1f" y="%d" width="%.1f" height="%d"><title>%s #%s: %s, '
+                            'waited %s, ran %s</title></rect>' % (
+                                job.state, job.id, x0, y + 1, max(x1 - x0, 1.5), LANE_H - 6, _e(job.raw.get('job_name')),
+                                job.id, job.state, duration(job.waited(now)), duration(job.ran())))
+            if waits:
+                parts.append('<path class="wait" d="%s"/>' % ''.join(waits))
+            parts.extend(bars)
+            parts.append('</g>')
             y += LANE_H
-        for job in runs:
-            top = lane_y[job.lane]
-            x0, x1 = x_of(job.started), x_of(job.run_end)
-            tip = '%s #%s on %s slot %d: %s, waited %s, ran %s%s' % (
-                job.raw.get('job_name'), job.id, name, job.lane + 1, job.state, duration(job.waited(now)),
-                duration(job.ran()), (' - ' + job.raw['error']) if job.raw.get('error') else '')
-            if job.submitted is not None and job.submitted < job.started:
-                parts.append('<line class="wait" x1="%.1f" x2="%.1f" y1="%d" y2="%d"/>' % (
-                    x_of(job.submitted), x0, top + LANE_H - 4, top + LANE_H - 4))
-            parts.append('<rect class="bar %s" data-job="%s" data-engine="%s" data-slot="%d" data-state="%s" x="%.1f" y="%d" '
-                         'width="%.1f" height="%d" rx="2" fill="%s"><title>%s</title></rect>' % (
-                             job.state, job.id, _e(name), job.lane + 1, job.state, x0, top + 1, max(x1 - x0, 1.5),
-                             LANE_H - 6, OUTCOME_COLOURS.get(job.state, '#8a8f98'), _e(tip)))
         parts.append('</g>')
         y += 6
     height = y + 4
@@ -322,9 +351,9 @@ def timeline_svg(jobs, engines, since, until, now):
         LABEL_W + CHART_W + 10, height, LABEL_W + CHART_W + 10, height, ''.join(axis), ''.join(parts))
 
 
-def depth_svg(jobs, since, until):
+def depth_svg(jobs, since, until, now):
     """Jobs waiting (area) and running (line) over the window, the most in each bin."""
-    series = queue_depth(jobs, since, until)
+    series = queue_depth(jobs, since, until, now=now)
     peak = max([1] + [max(w, r) for _t, w, r in series])
     step_w = CHART_W / float(len(series))
 
@@ -349,43 +378,48 @@ def depth_svg(jobs, since, until):
         LABEL_W + CHART_W + 10, base + 20, LABEL_W + CHART_W + 10, base + 20, axis, waiting, running, labels)
 
 
-def _num_cell(value, text=None):
-    return '<td class="n" data-v="%s">%s</td>' % ('' if value is None else ('%.3f' % value if isinstance(value, float) else value),
-                                                  _e(text if text is not None else value))
+def _sort_value(value):
+    """data-v for sorting a cell whose text is not the number itself (durations, percent)."""
+    return '' if value is None else '%.1f' % value
 
 
 def jobs_table(jobs, now):
+    """One row per job. Kept compact (10,000 rows must stay small enough to mail): column styles come from
+    CSS by position, numbers sort by their text unless the cell carries data-v."""
     rows = []
+    append = rows.append
     for job in jobs:
         raw = job.raw
         why = raw.get('error') or raw.get('reason') or ''
-        rows_text = ''
-        if job.masked is not None:
-            rows_text = '{:,}'.format(job.masked) + (' / {:,}'.format(job.total) if job.total and job.total > 0 else '')
-        elif job.total is not None and job.total < 0:
+        masked, total = job.masked, job.total
+        if masked is not None:
+            rows_text = '{:,}'.format(masked) if not total or total <= 0 or total == masked else '{:,} / {:,}'.format(masked, total)
+        elif total is not None and total < 0:
             rows_text = 'counting'
-        if job.progress is not None:
-            bar = '<span class="pb"><i style="width:%.0f%%"></i></span> %.0f %%%s' % (
-                job.progress, job.progress, (' &middot; %s left' % _e(duration(job.eta))) if job.eta is not None else '')
-        elif job.total is not None and job.total < 0 and job.state == 'RUNNING':
-            bar = 'counting rows'
         else:
-            bar = ''
-        rows.append(
-            '<tr class="%s" data-job="%s"><td class="n" data-v="%s">%s</td><td>%s</td><td>%s</td><td class="st %s">%s</td>'
-            '<td class="why">%s</td><td>%s</td>%s%s<td data-v="%s">%s</td>%s%s<td>%s</td></tr>' % (
-                job.state, job.id, job.id, job.id, _e(raw.get('job_name')), _e(raw.get('request_id')), job.state, job.state,
-                _e(why), _e(job.engine or ''), _num_cell(raw.get('execution_id'), raw.get('execution_id') or ''),
-                _num_cell(job.masked, rows_text),
-                '' if job.progress is None else '%.1f' % job.progress, bar,
-                _num_cell(job.waited(now), duration(job.waited(now))), _num_cell(job.ran(), duration(job.ran())),
-                _e(when(job.submitted))))
+            rows_text = ''
+        if job.progress is None:
+            bar = 'counting rows' if total is not None and total < 0 and job.state == 'RUNNING' else ''
+        elif job.state == 'RUNNING':
+            bar = '<span class="pb"><i style="width:%.0f%%"></i></span> %.0f %%%s' % (
+                job.progress, job.progress, (' &middot; %s left' % duration(job.eta)) if job.eta is not None else '')
+        else:
+            bar = '%.0f %%' % job.progress
+        waited, ran = job.waited(now), job.ran()
+        execution = raw.get('execution_id')
+        append('<tr class="%s" data-job="%s"><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>'
+               '<td data-v="%s">%s</td><td data-v="%s">%s</td><td data-v="%s">%s</td><td data-v="%s">%s</td><td>%s</td></tr>' % (
+                   job.state, job.id, job.id, _e(raw.get('job_name')), _e(raw.get('request_id')), job.state, _e(why),
+                   _e(job.engine), '' if execution is None else execution, '' if masked is None else masked, rows_text,
+                   _sort_value(job.progress), bar, _sort_value(waited), duration(waited), _sort_value(ran), duration(ran),
+                   when(job.submitted)))
     states = sorted(set(job.state for job in jobs), key=lambda s: STATE_ORDER.index(s) if s in STATE_ORDER else 99)
     tools = ('<div class="tools"><input id="q" type="search" placeholder="filter: job, request, engine, reason" size="36">'
              '<select id="qs"><option value="">every state</option>%s</select><span id="qc" class="muted">%d jobs</span></div>' % (
                  ''.join('<option>%s</option>' % s for s in states), len(jobs)))
     head = ('<tr><th data-num>id</th><th>job</th><th>request</th><th>state</th><th>reason / error</th><th>engine</th>'
-            '<th data-num>execution</th><th data-num>rows</th><th data-num>progress</th><th data-num>waited</th><th data-num>ran</th><th>submitted (UTC)</th></tr>')
+            '<th data-num>execution</th><th data-num>rows</th><th data-num>progress</th><th data-num>waited</th>'
+            '<th data-num>ran</th><th>submitted (UTC)</th></tr>')
     return '%s<div class="scroll"><table id="jobs"><thead>%s</thead><tbody>%s</tbody></table></div>' % (tools, head, ''.join(rows))
 
 
@@ -505,23 +539,29 @@ def summary(jobs, engines, now, since=None, until=None):
 
 def render(jobs, engines, now, since=None, until=None, hosts=None, title='Masking queue report', store=None):
     """The whole page as one string (pure: the same inputs give the same bytes)."""
+    return build(jobs, engines, now, since, until, hosts, title, store)[0]
+
+
+def build(jobs, engines, now, since=None, until=None, hosts=None, title='Masking queue report', store=None):
+    """(the page, what it shows: jobs in the window, counts per state, engines, the window) in one pass."""
     shown, since, until = select(jobs, now, since, until)
     counts = state_counts(shown)
     badges = ''.join(_badge('%s %d' % (state.lower().replace('_', ' '), counts.get(state, 0)), OUTCOME_COLOURS[state],
                             zero=not counts.get(state)) for state in STATE_ORDER)
-    problems = [job for job in shown if job.state in ('FAILED', 'WARNING')]
+    # what needs a look first: failures before warnings, newest first; the table has them all
+    problems = [job for job in shown if job.state == 'FAILED'] + [job for job in shown if job.state == 'WARNING']
     problem_list = ''
     if problems:
         problem_list = '<ul id="problems">%s</ul>' % ''.join(
             '<li><span class="st %s">%s</span> %s #%s on %s: %s</li>' % (
                 job.state, job.state, _e(job.raw.get('job_name')), job.id, _e(job.engine or '-'),
-                _e(job.raw.get('error') or job.raw.get('reason') or '')) for job in problems[:20])
-        if len(problems) > 20:
-            problem_list += '<p class="muted">and %d more in the table</p>' % (len(problems) - 20)
+                _e(job.raw.get('error') or job.raw.get('reason') or '')) for job in problems[:PROBLEMS_LISTED])
+        if len(problems) > PROBLEMS_LISTED:
+            problem_list += '<p class="muted">and %d more in the table (filter it by state)</p>' % (len(problems) - PROBLEMS_LISTED)
     sections = [
         '<section><h2>Jobs in the window: %d</h2><div class="badges">%s</div>%s</section>' % (len(shown), badges, problem_list),
         '<section><h2>Executions per engine slot</h2>%s%s</section>' % (_legend(), timeline_svg(shown, engines, since, until, now)),
-        '<section><h2>Queue depth</h2>%s</section>' % depth_svg(shown, since, until),
+        '<section><h2>Queue depth</h2>%s</section>' % depth_svg(shown, since, until, now),
         '<section><h2>Engines</h2>%s</section>' % engines_table(engines, shown, now),
     ]
     if hosts is not None:
@@ -529,10 +569,11 @@ def render(jobs, engines, now, since=None, until=None, hosts=None, title='Maskin
     sections.append('<section><h2>Jobs</h2>%s</section>' % jobs_table(shown, now))
     meta = 'queue as of %s UTC &middot; window %s .. %s UTC%s' % (
         _e(when(now)), _e(when(since)), _e(when(until)), (' &middot; store %s' % _e(store)) if store else '')
-    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
+    page = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
             '<title>%s</title><style>%s</style></head><body><header><h1>%s</h1><div class="meta">%s</div></header>'
             '<main>%s</main><script>%s</script></body></html>\n' % (
                 _e(title), CSS.strip(), _e(title), meta, ''.join(sections), SCRIPT.strip()))
+    return page, {'jobs': len(shown), 'states': counts, 'engines': len(engines), 'since': since, 'until': until}
 
 
 def reference_time(jobs, engines, wall_clock):

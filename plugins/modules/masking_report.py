@@ -208,10 +208,9 @@ def main():
     end = until if until is not None else now
     if params['hours'] is not None:
         since = end - params['hours'] * 3600.0
-    html = report.render(jobs, engines, now=now, since=since, until=until, hosts=params['hosts'],
-                         title=params['title'], store=info.get('store'))
+    html, summary = report.build(jobs, engines, now=now, since=since, until=until, hosts=params['hosts'],
+                                 title=params['title'], store=info.get('store'))
     data = to_bytes(html)
-    summary = report.summary(jobs, engines, now, since, until)
     changed = current_bytes(dest) != data
     if changed and not module.check_mode:
         write_atomically(dest, data)

@@ -25,9 +25,12 @@ ENGINES = [dict(name='e1', url='https://e1:8282/masking/api', slots=2, slots_use
 
 
 def bars(page):
-    return dict((int(m.group(1)), dict(engine=m.group(2), slot=int(m.group(3)), state=m.group(4)))
-                for m in re.finditer(r'<rect class="bar [A-Z_]+" data-job="(\d+)" data-engine="([^"]*)" data-slot="(\d+)" '
-                                     r'data-state="([A-Z_]+)"', page))
+    """{job id: engine, slot, state} of every bar: bars sit in their slot's group, which names engine and slot."""
+    found = {}
+    for group in re.finditer(r'<g class="slot" data-engine="([^"]*)" data-slot="(\d+)">(.*?)</g>', page):
+        for bar in re.finditer(r'<rect class="([A-Z_]+)" data-job="(\d+)"', group.group(3)):
+            found[int(bar.group(2))] = dict(engine=group.group(1), slot=int(group.group(2)), state=bar.group(1))
+    return found
 
 
 def test_epoch_reads_iso_and_numbers():
@@ -85,6 +88,9 @@ def test_queue_depth_counts_waiting_and_running():
     assert series[17][1:] == (0, 2)
     assert series[27][1:] == (1, 1)      # the third waits on, the first ended
     assert series[35][1:] == (1, 0)
+    # a job still waiting waits until now, not until the window's end
+    series = report.queue_depth(jobs, NOW, NOW + 40, bins=40, now=NOW + 30)
+    assert series[29][1:] == (1, 0) and series[35][1:] == (0, 0)
 
 
 def test_text_from_engines_and_agents_is_escaped_and_nothing_is_loaded():
