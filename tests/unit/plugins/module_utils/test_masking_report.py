@@ -90,7 +90,7 @@ def test_queue_depth_counts_waiting_and_running():
     assert series[35][1:] == (1, 0)
     # a job still waiting waits until now, not until the window's end
     series = report.queue_depth(jobs, NOW, NOW + 40, bins=40, now=NOW + 30)
-    assert series[29][1:] == (1, 0) and series[35][1:] == (0, 0)
+    assert series[29][1:] == (1, 1) and series[35][1:] == (0, 0)
 
 
 def test_text_from_engines_and_agents_is_escaped_and_nothing_is_loaded():
