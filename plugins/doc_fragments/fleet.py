@@ -34,7 +34,7 @@ options:
       - name: ORCHESTRA_FLEET_CA_PATH
   token:
     description:
-      - The agents' token. It is never sent: mutations (and reads, with O(auth_reads)) are signed with it
+      - The agents' token. It is never sent; mutations (and reads, with O(auth_reads)) are signed with it
         (HMAC-SHA256 over the request and a single-use nonce the agent issues), so a host that answers on the
         agent port learns nothing it can reuse. Probes send no credential.
       - When unset, O(token_file) is read; when that is unset too, the file the P(orchestra.fleet.agent#role) role
