@@ -54,7 +54,7 @@ def seed(queue, count, now, rng):
     for engine in ENGINES:
         for _slot in range(SLOTS):
             moment = now - day
-            for _ in range(per_slot):
+            for _run in range(per_slot):
                 if number >= finished:
                     break
                 length = rng.uniform(30, 1.6 * day / per_slot - 30)   # a slot is busy about 80 % of the day
@@ -119,7 +119,7 @@ def peer(store_url):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--jobs', type=int, default=10000)
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--keep', help='write the report into this directory (to open it) instead of a temporary one')
@@ -132,7 +132,7 @@ def main():
         queue.close()
         dest = os.path.join(args.keep or workdir, 'masking-report.html')
         times, peer_times = [], []
-        for _ in range(args.rounds):
+        for _round in range(args.rounds):
             started = time.perf_counter()
             data, count = ours(store_url, dest)
             times.append(time.perf_counter() - started)

@@ -399,19 +399,19 @@ def jobs_table(jobs, now):
         else:
             rows_text = ''
         if job.progress is None:
-            bar = 'counting rows' if total is not None and total < 0 and job.state == 'RUNNING' else ''
+            cell = 'counting rows' if total is not None and total < 0 and job.state == 'RUNNING' else ''
         elif job.state == 'RUNNING':
-            bar = '<span class="pb"><i style="width:%.0f%%"></i></span> %.0f %%%s' % (
+            cell = '<span class="pb"><i style="width:%.0f%%"></i></span> %.0f %%%s' % (
                 job.progress, job.progress, (' &middot; %s left' % duration(job.eta)) if job.eta is not None else '')
         else:
-            bar = '%.0f %%' % job.progress
+            cell = '%.0f %%' % job.progress
         waited, ran = job.waited(now), job.ran()
         execution = raw.get('execution_id')
         append('<tr class="%s" data-job="%s"><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>'
                '<td data-v="%s">%s</td><td data-v="%s">%s</td><td data-v="%s">%s</td><td data-v="%s">%s</td><td>%s</td></tr>' % (
                    job.state, job.id, job.id, _e(raw.get('job_name')), _e(raw.get('request_id')), job.state, _e(why),
                    _e(job.engine), '' if execution is None else execution, '' if masked is None else masked, rows_text,
-                   _sort_value(job.progress), bar, _sort_value(waited), duration(waited), _sort_value(ran), duration(ran),
+                   _sort_value(job.progress), cell, _sort_value(waited), duration(waited), _sort_value(ran), duration(ran),
                    when(job.submitted)))
     states = sorted(set(job.state for job in jobs), key=lambda s: STATE_ORDER.index(s) if s in STATE_ORDER else 99)
     tools = ('<div class="tools"><input id="q" type="search" placeholder="filter: job, request, engine, reason" size="36">'

@@ -1,7 +1,5 @@
 """Fixtures of the report suite: two real simulated engines over HTTP, a real ansible-playbook runner, and a
 real browser (headless Chromium) that opens the written report from disk."""
-import os
-
 import pytest
 
 from tests.integration.masking_modules.helpers import USER, Runner

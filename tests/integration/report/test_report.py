@@ -124,14 +124,14 @@ def test_report_of_real_runs_in_chromium(engines, runner, browser, tmp_path):
     # the inline script ran to its end (it writes the count of shown rows): no script error on the way
     assert dom.texts.get('qc') == '7 shown', dom.texts.get('qc')
 
-    # every execution has exactly one bar, on its own engine, in a slot lane the engine has, in its state's colour
-    bars = dict((int(bar['data-job']), bar) for bar in dom.bars)
+    # every execution has exactly one bar, on its own engine, in a slot lane the engine has, in its state's class
+    bars = dict((int(drawn['data-job']), drawn) for drawn in dom.bars)
     assert len(bars) == len(dom.bars) == 7
     for job in jobs:
-        bar = bars[job['id']]
-        assert bar['data-engine'] == job['engine'], (job, bar)
-        assert bar['data-state'] == job['state'], (job, bar)
-        assert 1 <= int(bar['data-slot']) <= SLOTS, (job, bar)
+        drawn = bars[job['id']]
+        assert drawn['data-engine'] == job['engine'], (job, drawn)
+        assert drawn['data-state'] == job['state'], (job, drawn)
+        assert 1 <= int(drawn['data-slot']) <= SLOTS, (job, drawn)
     # two executions in one lane never overlap in time (the lane is a slot)
     lanes = {}
     for job in jobs:
@@ -220,12 +220,12 @@ def test_progress_of_a_running_job(engines, tmp_path, browser):
         dom_text, errors = browser.open(path)
         assert errors == []
         dom = parse(dom_text)
-        assert [bar['data-state'] for bar in dom.bars] == ['RUNNING']
+        assert [drawn['data-state'] for drawn in dom.bars] == ['RUNNING']
         assert '%' in dom.rows[job['id']][8], dom.rows[job['id']]
         browser.screenshot(path, os.path.join(logs_dir(), 'report-running.png'), height=900)
     finally:
         queue.cancel(job['id'])
-        for _ in range(20):
+        for _try in range(20):
             queue.poll_step()
             if queue.job(job['id'])['state'] in ('CANCELLED', 'SUCCEEDED', 'FAILED'):
                 break
@@ -241,3 +241,33 @@ def test_console_check_catches_a_broken_page(browser, tmp_path):
     _dom, errors = browser.open(str(path))
     assert any('Uncaught' in line for line in errors), errors
     assert console_errors('[1:1:1201/1:INFO:CONSOLE:1] "Uncaught TypeError: x", source: file:///r.html (1)')
+
+
+def test_demo_writes_a_report_of_its_seven_jobs(runner, browser, tmp_path):
+    """make demo's playbook: the report of its run shows both engines' slots with the seven jobs as bars."""
+    demo_dir = str(tmp_path / 'demo')
+    rc, out = runner.playbook('demo', {'demo_dir': demo_dir}, timeout=300)
+    assert rc == 0, out
+    path = os.path.join(demo_dir, 'masking-report.html')
+    assert 'report (open it in a browser): %s' % path in out, out
+    dom_text, errors = browser.open(path)
+    assert errors == [], errors
+    dom = parse(dom_text)
+    assert len(dom.bars) == 7 and len(dom.rows) == 7
+    engines = set(drawn['data-engine'] for drawn in dom.bars)
+    assert len(engines) == 2, engines
+    for engine in engines:   # every slot of both engines has its lane, bars or not
+        assert 'data-engine="%s" data-slot="1"' % engine in dom_text and 'data-engine="%s" data-slot="2"' % engine in dom_text
+    assert sorted(drawn['data-state'] for drawn in dom.bars) == ['FAILED'] + ['SUCCEEDED'] * 5 + ['WARNING']
+    assert dom.texts.get('qc') == '7 shown'
+    browser.screenshot(path, os.path.join(logs_dir(), 'report-demo.png'))
+
+
+def test_a_missing_store_is_an_error_and_writes_nothing(runner, tmp_path):
+    dest = str(tmp_path / 'nothing.html')
+    rc, out, results = runner.play([{'name': 'Report of a store that does not exist', 'register': 'missing',
+                                     'ignore_errors': True, 'orchestra.fleet.masking_report': {'dest': dest}}],
+                                   register=['missing'], defaults={'store': str(tmp_path / 'typo.db')})
+    assert rc == 0, out
+    assert results['missing']['failed'] is True and results['missing']['error_kind'] == 'store_unavailable', results
+    assert not os.path.exists(dest) and not os.path.exists(str(tmp_path / 'typo.db'))

@@ -28,8 +28,8 @@ def bars(page):
     """{job id: engine, slot, state} of every bar: bars sit in their slot's group, which names engine and slot."""
     found = {}
     for group in re.finditer(r'<g class="slot" data-engine="([^"]*)" data-slot="(\d+)">(.*?)</g>', page):
-        for bar in re.finditer(r'<rect class="([A-Z_]+)" data-job="(\d+)"', group.group(3)):
-            found[int(bar.group(2))] = dict(engine=group.group(1), slot=int(group.group(2)), state=bar.group(1))
+        for drawn in re.finditer(r'<rect class="([A-Z_]+)" data-job="(\d+)"', group.group(3)):
+            found[int(drawn.group(2))] = dict(engine=group.group(1), slot=int(group.group(2)), state=drawn.group(1))
     return found
 
 
@@ -64,6 +64,7 @@ def test_more_runs_at_once_than_slots_are_marked():
 def test_lanes_never_overlap_and_use_no_more_than_the_peak(intervals):
     jobs = [report.Job(job(i + 1, 'SUCCEEDED', 'e1', 0, start, start + length), NOW) for i, (start, length) in enumerate(intervals)]
     used = report.assign_lanes(jobs)
+
     def end(entry):   # an instant-long run still occupies MIN_RUN of its lane
         return max(entry.run_end, entry.started + report.MIN_RUN)
     by_lane = {}
