@@ -362,9 +362,14 @@ class PollStep:
             self.finish(row, info, engine, driver)
             return
         state, reason = from_engine_status(info.status, engine['name'])
+        # Progress while running: the engine's rowsMasked / rowsTotal (-1 while it counts), written when they move.
+        rows = dict((key, value) for key, value in (('rows_masked', info.rows_masked), ('rows_total', info.rows_total))
+                    if value is not None and value != row.get(key))
         if state == row['state'] and info.status == row['engine_status']:
-            return   # nothing changed: no write
-        fields = {'engine_status': info.status, 'reason': reason}
+            if rows:   # same state: only the row counts, no history entry
+                self.store.update_fields(row['id'], row['state'], row['attempt'], self.clock(), **rows)
+            return   # nothing else changed: no other write
+        fields = dict(rows, engine_status=info.status, reason=reason)
         if state == RUNNING and row['state'] == ENGINE_QUEUED and info.start_time:
             fields['started_at'] = info.start_time
         self.store.transition(row['id'], row['state'], row['attempt'], state, self.clock(),

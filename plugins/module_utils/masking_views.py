@@ -9,7 +9,9 @@ Pure functions: no database, no clock of their own (the caller passes `now`).
 import datetime
 
 from ansible_collections.orchestra.fleet.plugins.module_utils import masking_placement as placement
-from ansible_collections.orchestra.fleet.plugins.module_utils.masking_states import QUEUED
+from ansible_collections.orchestra.fleet.plugins.module_utils.masking_states import QUEUED, RUNNING
+
+RUNNING_STATES = (RUNNING,)
 
 JOB_KEYS = ('id', 'request_id', 'job_name', 'environment', 'priority', 'engine_affinity', 'max_memory_mb', 'state',
             'attempt', 'reason', 'engine', 'execution_id', 'engine_status', 'rows_masked', 'rows_total', 'error',
@@ -32,7 +34,28 @@ def job_dict(row):
     job = dict((key, row.get(key)) for key in JOB_KEYS)
     job['cancel_requested'] = bool(row['cancel_requested'])
     job.update((key, iso(row[key])) for key in JOB_TIMES)
+    job['progress'] = progress(row)
     return job
+
+
+def progress(row):
+    """How far a job is, from the rows the poll step last recorded (pure; epoch times as stored).
+
+    percent: rows_masked / rows_total (None while unknown or while the engine counts: rowsTotal -1);
+    rows_per_second: the observed rate from the start to the last recorded update; eta_at: when the rest
+    would be done at that rate (ISO-8601 UTC). An ended job is 100 % when it masked anything.
+    """
+    masked, total = row.get('rows_masked'), row.get('rows_total')
+    started, updated = row.get('started_at'), row.get('updated_at')
+    counting = total is not None and total < 0
+    percent = rate = eta = None
+    if masked is not None and total and total > 0:
+        percent = round(min(100.0, 100.0 * masked / total), 1)
+    if masked and started is not None and updated is not None and updated > started:
+        rate = masked / float(updated - started)
+        if row.get('state') in RUNNING_STATES and percent is not None and rate > 0:
+            eta = iso(updated + max(0, total - masked) / rate)
+    return {'percent': percent, 'counting': counting, 'rows_per_second': round(rate, 1) if rate else None, 'eta_at': eta}
 
 
 def engine_dict(engine):
