@@ -106,6 +106,14 @@ options:
     type: path
     env:
       - name: ORCHESTRA_FLEET_HOSTS_FILE
+  subnets_file:
+    description:
+      - The original tool's C(~/.orchestra_subnet), one CIDR a line (blank lines and C(#) comments allowed).
+        Its subnets are swept like O(subnets) and count against O(max_addresses).
+      - An unreadable file or a line that is not a CIDR is a parse error naming the file and the line.
+    type: path
+    env:
+      - name: ORCHESTRA_FLEET_SUBNETS_FILE
   exclude:
     description:
       - Addresses or CIDRs never to contact (the control node, gateways, ...).

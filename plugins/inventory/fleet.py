@@ -7,7 +7,7 @@ name: fleet
 short_description: Fleet hosts grouped by what their orchestra agent says (lazy, busy, failed, claimed, ...)
 version_added: 0.1.0
 description:
-  - Scans subnets, host lists and the original tool's cache file for orchestra agents, asks each agent for its
+  - Scans subnets, host lists, the original tool's cache file and its C(~/.orchestra_subnet) for orchestra agents, asks each agent for its
     state and puts every host that answers into the group of its state, one of V(lazy), V(busy), V(failed),
     V(claimed), V(unknown) (the agent cannot see Docker), V(double_booked) (the agent reports a workload running
     under a stale or foreign claim; outranks every other state), V(unprovisioned) (SSH answers, the agent port
@@ -49,6 +49,13 @@ exclude:
   - 10.20.0.1
 timeout: 2
 # ansible-inventory -i fleet.orchestra.yml --graph lazy
+
+---
+# Coming from orchestra: its subnet file (one CIDR a line) as the source, the control node left out
+plugin: orchestra.fleet.fleet
+subnets_file: ~/.orchestra_subnet
+exclude:
+  - 10.20.0.1
 
 ---
 # The original tool's cache file, TLS agents, cached for five minutes, extra groups by agent version

@@ -4,7 +4,7 @@
 """Find fleet hosts and classify them: the core of the inventory plugin and the lookup.
 
 Three stages, each bounded in time and concurrency:
-1. expand_sources(): subnets, hosts and the original tool's cache file -> targets.
+1. expand_sources(): subnets, hosts, the original tool's cache file and its ~/.orchestra_subnet -> targets.
 2. tcp_sweep(): one thread, non-blocking connects to the agent port and to SSH of
    every address, at most `connect_concurrency` in flight, each with its own
    connect timeout (a dead address on a directly attached subnet would otherwise
@@ -74,6 +74,25 @@ def read_hosts_file(path):
     return addresses
 
 
+def read_subnets_file(path):
+    """CIDRs of the original tool's ~/.orchestra_subnet: one CIDR a line, blank lines and '#' comments allowed."""
+    try:
+        with open(path, 'r') as handle:
+            lines = handle.read().splitlines()
+    except (OSError, IOError, UnicodeDecodeError) as exc:
+        raise FleetConfigError('subnets_file: cannot read %s: %s' % (path, getattr(exc, 'strerror', None) or exc))
+    subnets = []
+    for number, line in enumerate(lines, 1):
+        text = line.split('#', 1)[0].strip()
+        if not text:
+            continue
+        try:
+            subnets.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError:
+            raise FleetConfigError('subnets_file: %s line %d: %r is not a CIDR' % (path, number, text[:60]))
+    return subnets
+
+
 def _is_address(text):
     try:
         ipaddress.ip_address(text)
@@ -82,11 +101,14 @@ def _is_address(text):
         return False
 
 
-def expand_sources(subnets=(), hosts=(), hosts_file=None, exclude=(), max_addresses=DEFAULT_MAX_ADDRESSES):
+def expand_sources(subnets=(), hosts=(), hosts_file=None, exclude=(), max_addresses=DEFAULT_MAX_ADDRESSES,
+                   subnets_file=None):
     """Targets in source order, de-duplicated. `named` targets (hosts, hosts_file) are reported even when dead."""
     subnets, hosts, exclude = list(subnets or ()), [str(h).strip() for h in hosts or ()], list(exclude or ())
-    if not subnets and not hosts and not hosts_file:
-        raise FleetConfigError('no source: set at least one of subnets, hosts or hosts_file')
+    if not subnets and not hosts and not hosts_file and not subnets_file:
+        raise FleetConfigError('no source: set at least one of subnets, subnets_file, hosts or hosts_file')
+    # The file's CIDRs are swept like `subnets` (dead addresses left out) and count against max_addresses.
+    file_subnets = read_subnets_file(subnets_file) if subnets_file else []
     excluded = [_network(item, 'exclude') for item in exclude]
 
     def is_excluded(address):
@@ -99,11 +121,11 @@ def expand_sources(subnets=(), hosts=(), hosts_file=None, exclude=(), max_addres
         if _is_address(host) and is_excluded(host):
             raise FleetConfigError('conflicting sources: %s is listed in hosts and excluded by exclude' % host)
 
-    networks = [_network(item, 'subnets') for item in subnets]
+    networks = [_network(item, 'subnets') for item in subnets] + [_network(item, 'subnets_file') for item in file_subnets]
     total = sum(net.num_addresses for net in networks)
     if total > max_addresses:
-        raise FleetConfigError('subnets: %d addresses exceed max_addresses=%d; split the range or raise the limit'
-                               % (total, max_addresses))
+        raise FleetConfigError('subnets%s: %d addresses exceed max_addresses=%d; split the range or raise the limit'
+                               % (' and subnets_file' if file_subnets else '', total, max_addresses))
     named = list(hosts) + (read_hosts_file(hosts_file) if hosts_file else [])
     targets, seen = [], set()
     for name in named:
@@ -119,7 +141,7 @@ def expand_sources(subnets=(), hosts=(), hosts_file=None, exclude=(), max_addres
             seen.add(address)
             targets.append(Target(address, address, False))
     if not targets:
-        raise FleetConfigError('conflicting sources: exclude removes every address of subnets/hosts/hosts_file')
+        raise FleetConfigError('conflicting sources: exclude removes every address of subnets/subnets_file/hosts/hosts_file')
     return targets
 
 
@@ -489,6 +511,7 @@ def source_options(get_option):
         subnets=env_list(get_option('subnets')),
         hosts=env_list(get_option('hosts')),
         hosts_file=get_option('hosts_file') or None,
+        subnets_file=get_option('subnets_file') or None,
         exclude=env_list(get_option('exclude')),
         max_addresses=get_option('max_addresses'),
     )
