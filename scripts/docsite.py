@@ -23,6 +23,8 @@ GUIDES = (
     ('agent.md', 'agent_guide'),
     ('masking-queue.md', 'masking_queue_guide'),
     ('delphix-simulator.md', 'delphix_simulator_guide'),
+    ('report.md', 'report_guide'),
+    ('architecture.md', 'architecture_guide'),
 )
 
 
