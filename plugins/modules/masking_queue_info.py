@@ -91,6 +91,9 @@ jobs:
       for the keys).
     - Each job also has C(timings) with C(queued_seconds), C(run_seconds) and C(total_seconds) (null while unknown), as
       M(orchestra.fleet.masking_job) RV(orchestra.fleet.masking_job#module:timings).
+    - Each job also has C(progress), from the row counts the poll step records while the engine runs the job
+      (C(percent), null while unknown; C(counting), true while the engine still counts rows; C(rows_per_second), the
+      observed rate; C(eta_at), when the rest would be done at that rate, ISO-8601 UTC).
   returned: when O(jobs=true)
   type: list
   elements: dict
@@ -117,6 +120,7 @@ jobs:
       engine_status: null
       cancel_requested: false
       timings: {queued_seconds: null, run_seconds: null, total_seconds: null}
+      progress: {percent: null, counting: false, rows_per_second: null, eta_at: null}
 engines:
   description: The registered engines (see M(orchestra.fleet.masking_engine) RV(orchestra.fleet.masking_engine#module:engine) for the keys).
   returned: when O(engines=true)
