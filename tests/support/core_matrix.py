@@ -25,7 +25,7 @@ MAIN_CORE = '2.19'
 CORES = ('2.16', '2.17', '2.18')
 # Test requirements the matrix smoke run imports (by distribution name); the rest of
 # tests/requirements.txt serves steps the matrix does not repeat.
-SMOKE_TEST_PACKAGES = ('pytest', 'pytest-timeout', 'docker', 'cheroot', 'hypothesis', 'jsonschema', 'pyyaml')
+SMOKE_TEST_PACKAGES = ('pytest', 'pytest-timeout', 'docker', 'cheroot', 'h11', 'hypothesis', 'jsonschema', 'pyyaml')
 REQUIREMENT_FILES = ('requirements.txt', 'requirements-postgresql.txt')
 NAME = re.compile(r'^\s*([A-Za-z0-9][A-Za-z0-9._-]*)')
 
