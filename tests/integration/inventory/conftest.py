@@ -20,6 +20,7 @@ import time
 import pytest
 
 from ansible_collections.orchestra.fleet.plugins.module_utils import agent_client
+from tests.support.ansible_json import plain
 from tests.support.agent_proc import start_agent
 from tests.support.lab import docker_engine
 from tests.support.lab.paths import lab_dir
@@ -159,17 +160,6 @@ def write_inventory(path, **options):
     with open(path, 'w') as handle:
         json.dump(config, handle)  # JSON is YAML
     return str(path)
-
-
-def plain(value):
-    """Unwrap ansible-core 2.19's {"__ansible_unsafe": ...} markers (agent data is never templated)."""
-    if isinstance(value, dict):
-        if set(value) == {'__ansible_unsafe'}:
-            return value['__ansible_unsafe']
-        return dict((key, plain(item)) for key, item in value.items())
-    if isinstance(value, list):
-        return [plain(item) for item in value]
-    return value
 
 
 class Ansible:

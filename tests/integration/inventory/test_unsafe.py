@@ -19,6 +19,7 @@ import uuid
 
 import pytest
 
+from tests.support.ansible_json import plain
 from tests.support.lab import ports
 from tests.support.misbehaving import MisbehavingServer
 
@@ -97,16 +98,6 @@ def run(*argv):
     return subprocess.run(command, env=env(), cwd=FLEET_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           timeout=180, check=False)
 
-
-def plain(value):
-    """Unwrap the {"__ansible_unsafe": ...} markers ansible-inventory writes for unsafe strings."""
-    if isinstance(value, dict):
-        if set(value) == {'__ansible_unsafe'}:
-            return value['__ansible_unsafe']
-        return dict((plain(key), plain(item)) for key, item in value.items())
-    if isinstance(value, list):
-        return [plain(item) for item in value]
-    return value
 
 
 def inventory(directory, port):

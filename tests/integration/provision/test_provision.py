@@ -28,6 +28,7 @@ import uuid
 import pytest
 import yaml
 
+from tests.support.ansible_json import plain
 from tests.support import systemd_hosts
 from tests.support.lab.paths import lab_dir
 
@@ -154,7 +155,8 @@ class Fleet:
         for key in ('ORCHESTRA_FLEET_TOKEN', 'ORCHESTRA_AGENT_TOKEN'):
             env.pop(key, None)
         proc = subprocess.run([os.path.join(BIN, argv[0])] + argv[1:], env=env, cwd=self.workdir,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=900)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=900,
+                              check=False)
         with open(os.path.join(self.log_dir, '%02d-%s.log' % (self.count, name)), 'w') as handle:
             handle.write('$ %s\n%s\n--- stderr\n%s' % (' '.join(argv), proc.stdout, proc.stderr))
         return proc
@@ -167,7 +169,7 @@ class Fleet:
     def listing(self):
         proc = self.run(['ansible-inventory', '-i', self.inventory, '--list'], 'list')
         assert proc.returncode == 0, proc.stderr
-        return json.loads(proc.stdout)
+        return plain(json.loads(proc.stdout))
 
     def install(self, inventory, target, name, **extra):
         extra_vars = dict({'target': target, 'orchestra_agent_wheelhouse': self.wheelhouse,
@@ -246,10 +248,10 @@ class TestProvisionASubnet:
             token = handle.read().strip()
         # Unsigned, the agent refuses: so a success below is the role's token at work.
         unsigned = lab.run(host, 'python3', '-c', (
-            'import urllib.request,json;r=urllib.request.Request("http://127.0.0.1:9009/v1/claim",'
+            'import urllib.request,json;r=urllib.request.Request("http://127.0.0.1:9009/v1/claims",'
             'data=json.dumps({"owner":"x","ttl":60}).encode(),headers={"Content-Type":"application/json"});'
             '\ntry:\n urllib.request.urlopen(r);print("accepted")\nexcept Exception as e:print(e)'), check=False)
-        assert 'accepted' not in unsigned.stdout, unsigned.stdout
+        assert 'HTTP Error 401' in unsigned.stdout, unsigned.stdout
         proc = fleet.run(['ansible', 'localhost', '-i', fleet.inventory, '-m', 'orchestra.fleet.claim', '-a',
                           json.dumps({'hosts': [host.ip], 'count': 1, 'owner': 'provision-test', 'ttl': 120})],
                          'claim')
