@@ -23,6 +23,7 @@ import uuid
 import pytest
 import requests
 
+from ansible_collections.orchestra.fleet.plugins.module_utils import agent_client
 from tests.support import systemd_hosts
 from tests.support.lab.paths import lab_dir
 
@@ -166,10 +167,11 @@ def test_install_answers_from_the_release_python(host, release, workdir, collect
     venv_python = lab.run(target, '/opt/orchestra-agent/venv/bin/python', '-c',
                           'import sys; print("%d.%d" % sys.version_info[:2])').stdout.strip()
     assert venv_python == systemd_hosts.RELEASES[release]
-    # A mutation needs the token the role configured.
-    ack = requests.post('http://%s:%d/v1/failures/ack' % (target.ip, PORT), json={'containers': []}, timeout=10,
-                        headers={'Authorization': 'Bearer %s' % TOKEN})
-    assert ack.status_code == 200, ack.text
+    # A mutation needs the token the role configured: unsigned it is refused, signed with the token it is done.
+    unsigned = requests.post('http://%s:%d/v1/failures/ack' % (target.ip, PORT), json={'containers': []}, timeout=10)
+    assert unsigned.status_code == 401, unsigned.text
+    client = agent_client.AgentClient('http://%s:%d' % (target.ip, PORT), token=TOKEN, timeout=10)
+    client.ack_failures([])
 
 
 def test_second_run_changes_nothing(host, release, workdir, collection, agent_wheel):
