@@ -129,8 +129,8 @@ def decide(queued_rows, engines, policy=None):
 
 def has_room(engine):
     """An engine dict that can take a job now (the scheduler step is skipped when none can)."""
-    return (engine['enabled'] and not engine['drained'] and engine['unreachable_since'] is None and
-            engine['slots_used'] < engine['slots'])
+    usable = engine['enabled'] and not engine['drained'] and engine['unreachable_since'] is None
+    return usable and engine['slots_used'] < engine['slots']
 
 
 def _usable(engine):

@@ -99,7 +99,6 @@ def run(*argv):
                           timeout=180, check=False)
 
 
-
 def inventory(directory, port):
     path = os.path.join(str(directory), 'payload.orchestra.yml')
     with open(path, 'w') as handle:
