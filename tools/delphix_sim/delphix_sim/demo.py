@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 
-from .launcher import PACKAGE_PARENT, seed_config, start_simulator
+from .launcher import PACKAGE_PARENT, seed_config, start_simulator, stop_process
 
 MARK = 'delphix_sim.demo'   # in the supervisor's command line: `down` signals only a process that still shows it
 LAB_FILE = 'lab.json'
@@ -124,13 +124,7 @@ class Agent:
         raise RuntimeError('the agent did not answer on %s (see %s.log)' % (self.url, state_dir.rstrip(os.sep)))
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
 
 def serve(directory, max_seconds, agent_source=None):

@@ -55,13 +55,7 @@ class SimHandle:
         return self.proc.poll() is None
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
         if self.proc.stdout:
             self.proc.stdout.close()
         if self._config_path and os.path.exists(self._config_path):
@@ -73,6 +67,17 @@ class SimHandle:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def stop_process(proc, grace=10):
+    """End a child we started: SIGTERM, then SIGKILL after `grace` seconds; always reaped."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=grace)
 
 
 def _read_ready_line(proc, timeout):
