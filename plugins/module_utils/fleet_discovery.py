@@ -55,42 +55,37 @@ def _subnet_addresses(network):
     return list(network.hosts())
 
 
-def read_hosts_file(path):
-    """Addresses of the original tool's cache file: one IP a line, blank lines and '#' comments allowed."""
+def _read_items_file(option, path, parse, kind):
+    """Items of one of the original tool's files: one a line, blank lines and '#' comments allowed.
+
+    parse(text) -> str raises ValueError for a line that is not a *kind*; the error names the option, file and line.
+    """
     try:
         with open(path, 'r') as handle:
             lines = handle.read().splitlines()
     except (OSError, IOError, UnicodeDecodeError) as exc:
-        raise FleetConfigError('hosts_file: cannot read %s: %s' % (path, getattr(exc, 'strerror', None) or exc))
-    addresses = []
+        raise FleetConfigError('%s: cannot read %s: %s' % (option, path, getattr(exc, 'strerror', None) or exc))
+    items = []
     for number, line in enumerate(lines, 1):
         text = line.split('#', 1)[0].strip()
         if not text:
             continue
         try:
-            addresses.append(str(ipaddress.ip_address(text)))
+            items.append(parse(text))
         except ValueError:
-            raise FleetConfigError('hosts_file: %s line %d: %r is not an IP address' % (path, number, text[:60]))
-    return addresses
+            raise FleetConfigError('%s: %s line %d: %r is not %s' % (option, path, number, text[:60], kind))
+    return items
+
+
+def read_hosts_file(path):
+    """Addresses of the original tool's cache file (one IP a line)."""
+    return _read_items_file('hosts_file', path, lambda text: str(ipaddress.ip_address(text)), 'an IP address')
 
 
 def read_subnets_file(path):
-    """CIDRs of the original tool's ~/.orchestra_subnet: one CIDR a line, blank lines and '#' comments allowed."""
-    try:
-        with open(path, 'r') as handle:
-            lines = handle.read().splitlines()
-    except (OSError, IOError, UnicodeDecodeError) as exc:
-        raise FleetConfigError('subnets_file: cannot read %s: %s' % (path, getattr(exc, 'strerror', None) or exc))
-    subnets = []
-    for number, line in enumerate(lines, 1):
-        text = line.split('#', 1)[0].strip()
-        if not text:
-            continue
-        try:
-            subnets.append(str(ipaddress.ip_network(text, strict=False)))
-        except ValueError:
-            raise FleetConfigError('subnets_file: %s line %d: %r is not a CIDR' % (path, number, text[:60]))
-    return subnets
+    """CIDRs of the original tool's ~/.orchestra_subnet (one CIDR a line)."""
+    return _read_items_file('subnets_file', path, lambda text: str(ipaddress.ip_network(text, strict=False)),
+                            'a CIDR')
 
 
 def _is_address(text):

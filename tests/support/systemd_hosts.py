@@ -75,6 +75,13 @@ class Lab:
         return subprocess.run(['docker', 'exec', host.name] + list(argv), check=check, universal_newlines=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
+    def pause(self, host):
+        """Freeze every process of a host: its kernel still completes TCP handshakes, nothing answers after."""
+        _docker('pause', host.name)
+
+    def unpause(self, host):
+        _docker('unpause', host.name, check=False)
+
     def inventory(self, group='workers', extra_hosts=(), extra_vars=None):
         """An INI inventory reaching every host as root over SSH with this run's key.
 

@@ -17,6 +17,7 @@ The tests run in file order against the same hosts.
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -30,6 +31,7 @@ import yaml
 
 from tests.support.ansible_json import plain
 from tests.support import systemd_hosts
+from tests.support.lab import docker_engine
 from tests.support.lab.paths import lab_dir
 
 FLEET_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -192,6 +194,26 @@ def agent_pid_and_start(lab, host):
     return out.strip(), lab.run(host, 'stat', '-c', '%i %Y', '/opt/orchestra-agent').stdout.strip()
 
 
+DPKG_BACKUP = '/root/orchestra-test-dpkg'
+
+
+def break_venv_package(lab, host):
+    """Remove python3-venv (a doc-only package: the venv itself still works) from a host with no package source.
+
+    The role installs it on a host without the agent's venv, and apt then fails as on any host whose mirror is
+    unreachable ("No package matching 'python3-venv' is available"). dpkg's own records are kept aside so
+    repair_venv_package can put the package back offline, as an operator would with a mirror.
+    """
+    lab.run(host, 'sh', '-ec', 'mkdir -p %s/info && cp -a /var/lib/dpkg/status %s/ && '
+            'cp -a /var/lib/dpkg/info/python3-venv.* %s/info/ && dpkg --remove python3-venv'
+            % (DPKG_BACKUP, DPKG_BACKUP, DPKG_BACKUP))
+
+
+def repair_venv_package(lab, host):
+    lab.run(host, 'sh', '-ec', 'cp -a %s/status /var/lib/dpkg/status && cp -a %s/info/. /var/lib/dpkg/info/ && '
+            'mkdir -p /usr/share/doc/python3-venv && dpkg -s python3-venv' % (DPKG_BACKUP, DPKG_BACKUP))
+
+
 @pytest.mark.slow
 class TestProvisionASubnet:
     state = {}
@@ -222,15 +244,41 @@ class TestProvisionASubnet:
         assert not decoy.received, 'the inventory sent bytes to the control node: %r' % decoy.received
 
     def test_install_agent_on_exactly_the_unprovisioned(self, lab, fleet, decoy):
-        proc, recap = fleet.install(fleet.inventory, 'unprovisioned', 'install-unprovisioned')
-        assert proc.returncode == 0, proc.stdout[-6000:]
-        for host in lab.hosts[1:]:
-            assert recap[host.ip]['failed'] == 0 and recap[host.ip]['unreachable'] == 0, proc.stdout[-4000:]
-            assert recap[host.ip]['changed'] > 0
+        """w2 installs; w3's package install fails; w4 stops answering during the run: each reported per host."""
+        w2, w3, w4 = lab.hosts[1:]
+        break_venv_package(lab, w3)
+        lab.pause(w4)
+        try:
+            proc, recap = fleet.install(fleet.inventory, 'unprovisioned', 'install-unprovisioned')
+        finally:
+            lab.unpause(w4)
+        assert proc.returncode != 0, 'a failed and an unreachable host must fail the run'
+        assert recap[w2.ip]['failed'] == 0 and recap[w2.ip]['unreachable'] == 0, proc.stdout[-6000:]
+        assert recap[w2.ip]['changed'] > 0
+        assert recap[w3.ip]['failed'] == 1, proc.stdout[-6000:]
+        assert recap[w4.ip]['unreachable'] == 1, proc.stdout[-6000:]
+        # Per host, with the reason: apt's own words for w3, SSH's for w4.
+        assert re.search(r'^fatal: \[%s\]: FAILED!.*python3-venv' % re.escape(w3.ip), proc.stdout, re.M), proc.stdout[-6000:]
+        assert re.search(r'^fatal: \[%s\]: UNREACHABLE!' % re.escape(w4.ip), proc.stdout, re.M), proc.stdout[-6000:]
         assert lab.hosts[0].ip not in recap, 'the host that already ran an agent was targeted'
         install_play = proc.stdout.split('PLAY [Install the orchestra.fleet agent]', 1)[1]
         assert not re.search(r'^\w+: \[%s\]' % re.escape(lab.gateway), install_play, re.M), install_play[-4000:]
         assert not decoy.received, 'something connected to the control node over SSH: %r' % decoy.received
+        self.state['w2'] = agent_pid_and_start(lab, w2)
+
+    def test_rerun_finishes_without_touching_the_hosts_already_done(self, lab, fleet, decoy):
+        w2, w3, w4 = lab.hosts[1:]
+        repair_venv_package(lab, w3)   # what the operator does about w3's failure
+        data = fleet.listing()
+        assert set(data['unprovisioned']['hosts']) == {w3.ip, w4.ip, lab.gateway}, data['unprovisioned']
+        proc, recap = fleet.install(fleet.inventory, 'unprovisioned', 'install-rerun')
+        assert proc.returncode == 0, proc.stdout[-6000:]
+        for host in (w3, w4):
+            assert recap[host.ip]['failed'] == 0 and recap[host.ip]['unreachable'] == 0, proc.stdout[-4000:]
+            assert recap[host.ip]['changed'] > 0
+        assert w2.ip not in recap and lab.hosts[0].ip not in recap, 'a host already done was targeted again'
+        assert agent_pid_and_start(lab, w2) == self.state['w2'], 'the host installed by the first run was touched'
+        assert not decoy.received
 
     def test_next_inventory_run_shows_them_all_lazy(self, lab, fleet, decoy):
         data = fleet.listing()
@@ -261,3 +309,58 @@ class TestProvisionASubnet:
         data = fleet.listing()
         assert host.ip in data['claimed']['hosts']
         assert data['_meta']['hostvars'][host.ip]['orchestra_claim_owner'] == 'provision-test'
+
+    def test_coming_from_orchestra(self, lab, fleet):
+        """Every command of docs/inventory.md "Coming from orchestra", run as written against this subnet."""
+        commands = coming_from_orchestra_commands()
+        assert len(commands) >= 7, commands
+        host = lab.hosts[1]
+        ini = os.path.join(fleet.workdir, 'hosts.ini')
+        with open(ini, 'w') as handle:
+            handle.write(lab.inventory(group='workers'))
+        docker_engine.ensure_busybox_image()
+        key, value = fleet.label.split('=', 1)
+        workload = 'orchestra-provision-%s' % uuid.uuid4().hex[:8]
+        # One workload container on the shared engine carries the label every agent of this suite counts.
+        subprocess.run(['docker', 'run', '-d', '--network', 'none', '--name', workload, '--label', '%s=%s' % (key, value),
+                        docker_engine.BUSYBOX_IMAGE, 'sleep', '300'], check=True, stdout=subprocess.DEVNULL)
+        try:
+            for number, line in enumerate(commands):
+                argv = shlex.split(line.replace('HOST', host.ip).replace('hosts.ini', ini))
+                if argv[0] == 'ansible-playbook':
+                    # The lab's hosts reach no package index: the agent comes from the suite's wheelhouse.
+                    argv += ['-e', json.dumps({'orchestra_agent_wheelhouse': fleet.wheelhouse,
+                                               'orchestra_agent_labels': [fleet.label]})]
+                if argv[0] == 'curl':
+                    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          universal_newlines=True, timeout=60, check=False)
+                else:
+                    proc = fleet.run(argv, 'orchestra-%d' % number)
+                assert proc.returncode == 0, '%s\n%s\n%s' % (line, proc.stdout[-3000:], proc.stderr[-3000:])
+                out = proc.stdout
+                if argv[0] == 'ansible-playbook':
+                    recap = {m.group(1): int(m.group(3)) for m in RECAP.finditer(out)}
+                    assert all(recap.get(h.hostname, recap.get(h.ip, 0)) == 0 for h in lab.hosts), \
+                        '%s: an installed fleet changed again: %s' % (line, recap)
+                elif line.endswith('--graph'):
+                    assert all(h.ip in out for h in lab.hosts) and '@busy:' in out, out
+                elif line.endswith('--graph busy') or line.endswith('--graph lazy'):
+                    group = line.rsplit(' ', 1)[1]
+                    listed = set(re.findall(r'\|--(\S+)', out))
+                    assert listed == ({h.ip for h in lab.hosts} if group == 'busy' else set()), (line, out)
+                elif argv[0] == 'curl':
+                    assert workload in out, out
+                else:
+                    hostvars = plain(json.loads(out))
+                    assert hostvars['orchestra_state'] == 'busy' and hostvars['orchestra_running'] == 1, hostvars
+        finally:
+            subprocess.run(['docker', 'rm', '-f', workload], check=False, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+
+
+def coming_from_orchestra_commands():
+    with open(os.path.join(FLEET_ROOT, 'docs', 'inventory.md')) as handle:
+        guide = handle.read()
+    section = guide.split('## Coming from orchestra', 1)[1].split('\n## ', 1)[0]
+    block = section.split('```console', 1)[1].split('```', 1)[0]
+    return [line[2:].strip() for line in block.splitlines() if line.startswith('$ ')]
