@@ -35,6 +35,7 @@ HOST_COLOURS = {'lazy': '#2e9e58', 'busy': '#2f6fd6', 'claimed': '#8a5cd6', 'fai
 
 LABEL_W = 170       # px left of the timeline for lane labels
 CHART_W = 1000      # px of timeline
+TICK_CHAR_W = 7     # px per character of an axis label (11 px sans-serif digits), to keep labels inside
 LANE_H = 18
 DEPTH_H = 90
 PROBLEMS_LISTED = 8  # failed and warned jobs listed at the top
@@ -278,7 +279,9 @@ def _ticks(since, until, width):
     while moment < until and len(ticks) < 40:
         x = LABEL_W + (moment - since) / span * width
         label = datetime.datetime.fromtimestamp(moment, tz=datetime.timezone.utc).strftime(fmt)
-        ticks.append((x, label))
+        # A centred label must fit inside the picture: one too close to the right edge would be cut in half.
+        if x + len(label) * TICK_CHAR_W / 2.0 <= LABEL_W + width + 10:
+            ticks.append((x, label))
         moment += step
     return ticks
 

@@ -164,3 +164,18 @@ def test_ten_thousand_jobs_stay_small():
     page = report.render(jobs, ENGINES, now=NOW + 20000)
     assert len(page.encode()) < 8 * 1024 * 1024
     assert len(bars(page)) == 10000
+
+
+@given(since=st.integers(min_value=1_700_000_000, max_value=1_800_000_000), span=st.integers(min_value=2, max_value=700_000))
+@settings(max_examples=200, deadline=None)
+def test_axis_labels_stay_inside_the_picture(since, span):
+    # The demo's 10 s window put a tick 6 px from the right edge: "15:19:30" was cut to "15:19:3".
+    right = report.LABEL_W + report.CHART_W + 10
+    for x, label in report._ticks(since, since + span, report.CHART_W):
+        assert report.LABEL_W <= x and x + len(label) * report.TICK_CHAR_W / 2.0 <= right, (x, label)
+
+
+def test_a_tick_at_the_right_edge_keeps_no_label():
+    # An 8.01 s window: the 2 s tick at 1008 lies 1.2 px inside the chart's end, and its label would be cut.
+    ticks = report._ticks(1000.0, 1008.01, report.CHART_W)
+    assert [label for _x, label in ticks] == ['00:16:42', '00:16:44', '00:16:46']
