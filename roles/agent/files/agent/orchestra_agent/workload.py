@@ -12,6 +12,8 @@ STATE_ORDER = ('unknown', 'failed', 'busy', 'claimed', 'lazy')
 # Labels run_workflow puts on a container it starts for a claim (the fence at the resource).
 CLAIM_ID_LABEL = 'orchestra.claim.id'
 CLAIM_FENCE_LABEL = 'orchestra.claim.fence'
+# The id of a workflow the agent started itself (POST /v1/workflows).
+WORKFLOW_ID_LABEL = 'orchestra.workflow.id'
 
 
 def selectors(labels):
@@ -102,9 +104,15 @@ def workflows(records, acks, directory_names):
     """Docker workload containers and workflows-directory entries as one list."""
     items = []
     for record in sorted(records, key=lambda rec: rec['name']):
-        items.append({'name': record['name'], 'source': 'docker', 'status': workflow_status(record, acks),
-                      'container_id': record['id'], 'exit_code': record['exit_code'],
-                      'acknowledged': is_failure(record) and ack_key(record) in acks})
+        item = {'name': record['name'], 'source': 'docker', 'status': workflow_status(record, acks),
+                'container_id': record['id'], 'exit_code': record['exit_code'],
+                'acknowledged': is_failure(record) and ack_key(record) in acks}
+        labels = record.get('labels') or {}
+        if WORKFLOW_ID_LABEL in labels:
+            item['id'] = labels[WORKFLOW_ID_LABEL]
+        if CLAIM_ID_LABEL in labels:
+            item['claim_id'], item['fencing'] = labels[CLAIM_ID_LABEL], _fence(labels.get(CLAIM_FENCE_LABEL))
+        items.append(item)
     for name in sorted(directory_names):
         items.append({'name': name, 'source': 'directory', 'status': 'present'})
     return items
