@@ -225,3 +225,23 @@ def test_collection_client_starts_follows_and_cancels(wf_agent, busybox_image, t
     assert client.cancel_workflow(held, started['id'])['status'] == 'cancelled'
     with pytest.raises(agent_client.AgentNotFound):
         client.workflow_status('wf-' + '1' * 32)
+
+
+@pytest.mark.slow
+def test_claim_lapsing_under_a_running_workflow_keeps_the_host_busy_and_survives_a_restart(wf_agent, busybox_image):
+    """A controller killed mid-run stops renewing: its claim lapses, its workflow runs on. The host is
+    busy (not lazy, not double-booked: the agent checked the fence itself), after a restart too, and the
+    claim that started the workflow can still cancel it."""
+    held = claim(wf_agent, owner='killed-controller', ttl=2)
+    started = start(wf_agent, held, busybox_image, ['sleep', '300']).json()
+    state = wf_agent.wait_state(lambda s: s['claim'] is None, timeout=20)
+    assert (state['state'], state['double_booking'], state['running']) == ('busy', None, 1)
+    assert wf_agent.request('POST', '/v1/claims', {'owner': 'rival', 'ttl': 60}).status_code == 409
+    wf_agent.restart()
+    state = wf_agent.wait_state(lambda s: s['docker']['reachable'])
+    assert (state['state'], state['double_booking']) == ('busy', None)
+    assert wait_workflow(wf_agent, started['id'], lambda d: True)['status'] == 'running'
+    response = wf_agent.request('POST', '/v1/workflows/%s/cancel' % started['id'],
+                                {'claim_id': held['id'], 'secret': held['secret']}, timeout=60)
+    assert (response.status_code, response.json()['status']) == (200, 'cancelled')
+    assert wf_agent.wait_state(lambda s: s['running'] == 0)['state'] == 'lazy'

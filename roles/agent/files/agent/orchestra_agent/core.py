@@ -53,7 +53,7 @@ class Agent:
 
     def _state_fields(self, snapshot, claim):
         return workload.host_state(snapshot.up, snapshot.error, snapshot.records.values(), self.acks.keys,
-                                   claim, clock.iso(claim['expires_at']) if claim else None)
+                                   claim, clock.iso(claim['expires_at']) if claim else None, self.runs.fences)
 
     def state(self):
         snapshot = self.watcher.snapshot

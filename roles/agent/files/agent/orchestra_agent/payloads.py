@@ -171,11 +171,17 @@ def _files(data):
         if not isinstance(item, dict) or set(item) != {'path', 'content'} or not isinstance(item['content'], str):
             raise BadRequest('bad_request', 'each file is {"path": "/abs/path", "content": "text"}')
         files.append({'path': container_path(item['path']), 'content': item['content']})
-    paths = sorted(item['path'] for item in files)
-    for first, second in zip(paths, paths[1:]):
-        # Sorted, a duplicate or a path inside another file's path sits right after it.
-        if second == first or second.startswith(first + '/'):
-            raise BadRequest('bad_path', 'file paths collide: %s and %s' % (first[:200], second[:200]))
+    paths = set()
+    for item in files:
+        if item['path'] in paths:
+            raise BadRequest('bad_path', 'file path %s is given twice' % item['path'][:200])
+        paths.add(item['path'])
+    for path in sorted(paths):
+        # A file cannot be mounted inside another file: no path may be the parent directory of another.
+        parts = path.split('/')
+        for end in range(2, len(parts)):
+            if '/'.join(parts[:end]) in paths:
+                raise BadRequest('bad_path', 'file paths collide: %s is inside %s' % (path[:200], '/'.join(parts[:end])[:200]))
     return files
 
 

@@ -25,6 +25,8 @@ DOCKER_TIMEOUT = 10
 # A registry entry whose container Docker no longer lists is forgotten after this long (seconds),
 # so an entry written just before its container appears in the event-fed snapshot is kept.
 FORGET_AFTER = 60.0
+ENTRY_KEYS = frozenset(('id', 'name', 'image', 'claim_id', 'fencing', 'secret_sha256', 'cancelled', 'files_dir',
+                        'container_id', 'created_at'))
 
 
 def _docker_error(exc):
@@ -50,17 +52,24 @@ class WorkflowRuns:
         self._local = threading.local()
         data = persist.read_json(self._path, {'workflows': []})
         entries = data.get('workflows') if isinstance(data, dict) else None
-        if not isinstance(entries, list) or not all(isinstance(item, dict) and 'id' in item for item in entries):
+        if not isinstance(entries, list) or not all(isinstance(item, dict) and ENTRY_KEYS <= set(item) for item in entries):
             raise persist.StoreError('%s is not a workflows file' % self._path)
-        self._entries = {item['id']: item for item in entries}
+        self._entries = {}
+        self.fences = {}
+        self._publish({item['id']: item for item in entries})
 
     # -- registry --------------------------------------------------------------------------------
     def get(self, workflow_id):
         return self._entries.get(workflow_id)
 
+    def _publish(self, entries):
+        self._entries = entries
+        # What each start was fenced with (workload.double_booking): kept ready, /v1/state reads it often.
+        self.fences = {key: (item['claim_id'], item['fencing']) for key, item in entries.items()}
+
     def _save(self, entries):
         persist.write_json(self._path, {'workflows': sorted(entries.values(), key=lambda item: item['created_at'])})
-        self._entries = entries
+        self._publish(entries)
 
     def _put(self, entry):
         with self._lock:
