@@ -35,8 +35,8 @@ def test_the_live_claim_with_its_secret_and_fence_goes_ahead():
     assert fenced.claim_refusal(LIVE, LIVE['id'], True, 7) is None
 
 
-def fields(records, claim=LIVE, up=True):
-    return workload.host_state(up, None if up else 'socket gone', records, frozenset(), claim, 'later')
+def fields(records, up=True):
+    return workload.host_state(up, None if up else 'socket gone', records, frozenset(), LIVE, 'later')
 
 
 def test_host_refusals():
@@ -74,7 +74,7 @@ def test_the_agents_labels_win_over_the_users():
 
 
 def test_workflow_ids_are_url_safe_and_unique():
-    ids = {fenced.new_workflow_id() for _ in range(100)}
+    ids = {fenced.new_workflow_id() for _index in range(100)}
     assert len(ids) == 100
     assert all(item.startswith('wf-') and len(item) == 35 and item[3:].isalnum() for item in ids)
 

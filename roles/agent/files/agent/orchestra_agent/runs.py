@@ -212,4 +212,3 @@ class WorkflowRuns:
             raise _docker_error(exc)
         LOG.info('workflow cancelled', extra={'fields': {'workflow_id': entry['id'], 'exit_code': record['exit_code']}})
         return record
-
