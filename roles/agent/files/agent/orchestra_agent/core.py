@@ -130,6 +130,9 @@ class Agent:
                 refusal = fenced.host_refusal(self._state_fields(snapshot, live), snapshot.records.values(),
                                               request['claim_id'])
             if refusal is not None:
+                # A stale or foreign fence is what the fence exists for: worth a line in the log.
+                LOG.info('workflow start refused', extra={'fields': {'error': refusal.code, 'claim_id': request['claim_id'],
+                                                                     'fencing': request['fencing'], 'reason': refusal.message}})
                 raise refusal
             return self.runs.start(request, live)
         return self.claims.fenced(request['secret'], start)
