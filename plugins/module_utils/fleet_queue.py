@@ -212,7 +212,8 @@ class FleetQueue(MaskingQueue):
                                      % (request_id, spec['name'], existing['id']))
             if not (rerun and existing['state'] in (FAILED, CANCELLED)):
                 return False, self._job_out(existing)
-        self.check_host(host)
+        if not (dry_run and self.has_sources()):   # a dry run registers no host: the sources stand for them
+            self.check_host(host)
         if dry_run:
             preview = dict(existing or {}, id=existing['id'] if existing else None, request_id=request_id, job_name=spec['name'],
                            environment=None, priority=priority, engine_affinity=host, max_memory_mb=None, state=QUEUED,
