@@ -47,6 +47,11 @@ NONCE_PATH = '/v1/nonce'
 # Reads the agent answers without a signature even with auth_reads.
 OPEN_READS = ('/v1/health', '/healthy', NONCE_PATH)
 MUTATIONS = ('POST', 'PUT', 'PATCH', 'DELETE')
+WORKFLOWS_PATH = '/v1/workflows'
+# The keys of a workflow spec (POST /v1/workflows without the claim's three).
+WORKFLOW_SPEC_KEYS = ('image', 'command', 'env', 'labels', 'files', 'name')
+WORKFLOW_STATUSES = ('running', 'succeeded', 'failed', 'cancelled', 'unknown')
+FINISHED_WORKFLOW_STATUSES = ('succeeded', 'failed', 'cancelled')
 
 
 class AgentError(Exception):
@@ -413,6 +418,51 @@ class AgentClient:
         body = {} if containers is None else {'containers': list(containers)}
         return self.request('POST', '/v1/failures/ack', body=body)
 
+    # -- fenced workflows (POST /v1/workflows) ---------------------------------------------------
+    def _about_host(self, exc, action):
+        """The same error, its message naming the agent and the action (callers juggle many hosts)."""
+        exc.message = '%s on %s: %s' % (action, self.base_url, exc.message)
+        exc.args = (exc.message,)
+        return exc
+
+    def start_workflow(self, claim, spec):
+        """Start `spec` on this agent for `claim` (a claim record: id, secret, fencing); the 201 document.
+
+        `spec` holds the workflow keys of POST /v1/workflows (image, command, env, labels, files,
+        name; see workflow_body). Refusals raise AgentConflict (409: error stale_claim,
+        foreign_claim, no_claim, busy, failed, docker_down, image_missing, name_conflict) or
+        AgentAuthError (403 image_not_allowed, 401 bad signature), with the host in the message.
+        """
+        url = self.base_url + WORKFLOWS_PATH
+        try:
+            return validate_started(self.request('POST', WORKFLOWS_PATH, body=workflow_body(claim, spec)), url)
+        except AgentError as exc:
+            raise self._about_host(exc, 'start workflow')
+
+    def workflow_status(self, workflow_id):
+        """GET /v1/workflows/{id}: status, exit_code, times, log_tail, claim_id, fencing, image."""
+        path = workflow_path(workflow_id)
+        try:
+            return validate_workflow_status(self.request('GET', path), self.base_url + path)
+        except AgentError as exc:
+            raise self._about_host(exc, 'workflow %s' % workflow_id)
+
+    def cancel_workflow(self, claim, workflow_id):
+        """Stop a workflow for `claim` (the one that started it, or the current one); its status document."""
+        path = workflow_path(workflow_id) + '/cancel'
+        body = {'claim_id': str(claim['id']), 'secret': claim['secret']}
+        try:
+            return validate_workflow_status(self.request('POST', path, body=body), self.base_url + path)
+        except AgentError as exc:
+            raise self._about_host(exc, 'cancel workflow %s' % workflow_id)
+
+    def workflows(self):
+        """GET /v1/workflows: every workload container (and workflows-directory entry) on this host."""
+        doc = self.request('GET', WORKFLOWS_PATH)
+        if not isinstance(doc.get('workflows'), list):
+            raise _wrong_shape(self.base_url + WORKFLOWS_PATH, 'no "workflows" list')
+        return doc['workflows']
+
 
 def _wrong_shape(url, what):
     return AgentProtocolError('JSON of the wrong shape: %s' % what, url=url)
@@ -434,6 +484,58 @@ def validate_state(doc, url=None):
     claim = doc.get('claim')
     if claim is not None and not isinstance(claim, dict):
         raise _wrong_shape(url, '"claim" is not an object')
+    return doc
+
+
+def workflow_path(workflow_id):
+    return '%s/%s' % (WORKFLOWS_PATH, quote(str(workflow_id), safe=''))
+
+
+def workflow_body(claim, spec):
+    """The POST /v1/workflows body for a claim record and a workflow spec; ValueError names a bad key.
+
+    Only the shape is checked here (the agent validates everything and answers 400 with why), so
+    a spec can be checked when it is queued, long before a host is chosen.
+    """
+    if not isinstance(spec, dict):
+        raise ValueError('a workflow spec must be a dict')
+    unknown = sorted(set(spec) - set(WORKFLOW_SPEC_KEYS))
+    if unknown:
+        raise ValueError('unknown workflow spec key(s): %s' % ', '.join(unknown))
+    if not isinstance(spec.get('image'), str) or not spec['image']:
+        raise ValueError('a workflow spec needs an image')
+    for key in ('id', 'secret', 'fencing'):
+        if claim.get(key) is None:
+            raise ValueError('the claim has no %s' % key)
+    body = {'claim_id': str(claim['id']), 'secret': claim['secret'], 'fencing': int(claim['fencing']),
+            'image': spec['image'], 'command': None if spec.get('command') is None else list(spec['command']),
+            'env': dict(spec.get('env') or {}), 'labels': dict(spec.get('labels') or {}),
+            'files': [dict(item) for item in spec.get('files') or []]}
+    if spec.get('name'):
+        body['name'] = spec['name']
+    return body
+
+
+def _need(doc, url, keys, what):
+    for key in keys:
+        if key not in doc:
+            raise _wrong_shape(url, '%s without "%s"' % (what, key))
+
+
+def validate_started(doc, url=None):
+    _need(doc, url, ('id', 'container_id', 'name', 'status', 'claim_id', 'fencing', 'started_at'), 'started workflow')
+    if not isinstance(doc['id'], str) or not doc['id']:
+        raise _wrong_shape(url, 'started workflow "id" is not a string')
+    return doc
+
+
+def validate_workflow_status(doc, url=None):
+    _need(doc, url, ('id', 'status', 'exit_code', 'log_tail'), 'workflow status')
+    if doc['status'] not in WORKFLOW_STATUSES:
+        raise _wrong_shape(url, 'unknown workflow status %r' % str(doc['status'])[:40])
+    code = doc['exit_code']
+    if code is not None and (isinstance(code, bool) or not isinstance(code, int)):
+        raise _wrong_shape(url, 'workflow "exit_code" is not an integer')
     return doc
 
 

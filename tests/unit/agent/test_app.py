@@ -131,7 +131,7 @@ def test_nonces_expire_on_the_agents_own_clock_and_are_bounded():
 
 
 @pytest.mark.parametrize('content_type', ['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', None])
-@pytest.mark.parametrize('path', ['/v1/failures/ack', '/v1/claims'])
+@pytest.mark.parametrize('path', ['/v1/failures/ack', '/v1/claims', '/v1/workflows', '/v1/workflows/wf-1/cancel'])
 def test_mutations_that_are_not_json_are_415_even_without_a_token(tmp_path, content_type, path):
     for application in (make_app(tmp_path / 'open', token=None), make_app(tmp_path / 'guarded')):
         status, body, _headers = call(application, 'POST', path, raw=b'{"owner": "page", "ttl": 60}',
@@ -253,3 +253,59 @@ def test_unexpected_error_is_a_bare_500(tmp_path, monkeypatch):
     status, body, _headers = call(application, 'GET', '/v1/state')
     assert (status, body['error']) == (500, 'internal')
     assert 'ZeroDivision' not in body['message']
+
+
+def workflow_body(claim, **extra):
+    body = {'claim_id': claim['id'], 'secret': claim['secret'], 'fencing': claim['fencing'], 'image': 'allowed:1'}
+    body.update(extra)
+    return body
+
+
+def test_fenced_start_refusals_come_before_docker(tmp_path):
+    """Every refusal is decided before Docker is asked (this agent has no Docker at all)."""
+    closed = make_app(tmp_path / 'closed')
+    claim = call(closed, 'POST', '/v1/claims', {'owner': 'sched', 'ttl': 60})[1]
+    status, body, _headers = call(closed, 'POST', '/v1/workflows', workflow_body(claim))
+    assert (status, body['error']) == (403, 'image_not_allowed') and 'disabled' in body['message']
+
+    application = make_app(tmp_path / 'open', workflow_images=['allowed:1'])
+    nobody = {'id': 'a' * 32, 'secret': 'x', 'fencing': 1}
+    assert call(application, 'POST', '/v1/workflows', workflow_body(nobody))[1]['error'] == 'no_claim'
+    claim = call(application, 'POST', '/v1/claims', {'owner': 'sched', 'ttl': 60})[1]
+    status, body, _headers = call(application, 'POST', '/v1/workflows', workflow_body(claim, fencing=claim['fencing'] + 1))
+    assert (status, body['error']) == (409, 'stale_claim')
+    status, body, _headers = call(application, 'POST', '/v1/workflows', workflow_body(claim, image='other:1'))
+    assert (status, body['error']) == (403, 'image_not_allowed')
+    status, body, _headers = call(application, 'POST', '/v1/workflows',
+                                  workflow_body(claim, labels={'orchestra.claim.fence': '99'}))
+    assert (status, body['error']) == (400, 'reserved_label')
+    assert call(application, 'POST', '/v1/workflows', workflow_body(claim), token=None)[0] == 401
+    assert call(application, 'POST', '/v1/workflows', raw=b'{}')[1]['error'] == 'bad_request'
+
+
+def test_fenced_start_on_a_busy_failed_or_blind_host_is_409(tmp_path):
+    for records, up, code in (([container('by-hand')], True, 'busy'), ([container('x', 'exited', 3)], True, 'failed'),
+                              ([], False, 'docker_down')):
+        watcher = StillWatcher(up=True, records=[])
+        application = make_app(tmp_path / code, watcher, workflow_images=['allowed:1'])
+        claim = call(application, 'POST', '/v1/claims', {'owner': 'sched', 'ttl': 60})[1]
+        watcher.snapshot = dockerwatch.Snapshot(up, None if up else 'gone', 1.0, {rec['id']: rec for rec in records})
+        status, body, _headers = call(application, 'POST', '/v1/workflows', workflow_body(claim))
+        assert (status, body['error']) == (409, code)
+
+
+def test_workflow_routes(tmp_path):
+    application = make_app(tmp_path, auth_reads=True)
+    unknown = '/v1/workflows/wf-' + '0' * 32
+    assert call(application, 'GET', unknown, token=None)[0] == 401
+    status, body, _headers = call(application, 'GET', unknown)
+    assert (status, body['error']) == (404, 'not_found')
+    status, body, _headers = call(application, 'POST', unknown + '/cancel', {'claim_id': 'a', 'secret': 'b'})
+    assert (status, body['error']) == (404, 'not_found')
+    assert call(application, 'DELETE', unknown)[2]['Allow'] == 'GET'
+    assert call(application, 'GET', unknown + '/cancel')[2]['Allow'] == 'POST'
+    assert call(application, 'GET', '/v1/workflows/bad.id')[0] == 404
+    # A status asks Docker: never on the server's event loop; the other reads are in-memory.
+    assert not application.answers_inline({'REQUEST_METHOD': 'GET', 'PATH_INFO': unknown})
+    assert application.answers_inline({'REQUEST_METHOD': 'GET', 'PATH_INFO': '/v1/state'})
+    assert not application.answers_inline({'REQUEST_METHOD': 'POST', 'PATH_INFO': '/v1/claims'})

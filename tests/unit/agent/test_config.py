@@ -16,6 +16,7 @@ def test_defaults_match_the_contract():
     assert values['labels'] == []
     assert values['token'] is None
     assert values['max_body_bytes'] == 65536
+    assert (values['workflow_images'], values['workflow_network']) == ([], None)  # fenced starts off by default
 
 
 def test_cli_overrides_beat_the_file_and_none_means_not_given():
@@ -57,6 +58,10 @@ def test_cli_token_file_replaces_config_token(tmp_path):
     ({'token_file': '/nonexistent/token'}, 'cannot read token_file'),
     ({'tls_cert': '/nonexistent/c', 'tls_key': '/nonexistent/k'}, 'does not exist'),
     ({'max_body_bytes': 10}, 'max_body_bytes'),
+    ({'workflow_images': 'busybox'}, 'workflow_images must be'),
+    ({'workflow_images': ['*']}, 'workflow_images must be'),
+    ({'workflow_images': ['']}, 'workflow_images must be'),
+    ({'workflow_network': ''}, 'workflow_network must be'),
 ])
 def test_bad_settings_are_one_clear_line(values, fragment):
     with pytest.raises(config.ConfigError) as info:

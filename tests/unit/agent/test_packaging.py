@@ -35,7 +35,8 @@ def test_openapi_paths_are_exactly_the_routes():
     routed = set()
     for method, table in (('GET', 'get_routes'), ('POST', 'post_routes')):
         routed |= {(method, path) for path in _route_table(table)}
-    routed |= {('PUT', '/v1/claims/{claim_id}'), ('DELETE', '/v1/claims/{claim_id}')}
+    routed |= {('PUT', '/v1/claims/{claim_id}'), ('DELETE', '/v1/claims/{claim_id}'),
+               ('GET', '/v1/workflows/{workflow_id}'), ('POST', '/v1/workflows/{workflow_id}/cancel')}
     assert documented == routed
 
 

@@ -9,16 +9,19 @@ import os
 import re
 import threading
 
-from orchestra_agent import auth, claims, metrics, payloads, persist
+from orchestra_agent import auth, claims, fenced, metrics, payloads, persist
 
 LOG = logging.getLogger('orchestra_agent.http')
 JSON_TYPE = 'application/json'
 TEXT_TYPE = 'text/plain; charset=utf-8'
 CLAIM_PATH = re.compile(r'^/v1/claims/([^/]+)$')
+WORKFLOW_PATH = re.compile(r'^/v1/workflows/([A-Za-z0-9_-]{1,64})$')
+WORKFLOW_CANCEL_PATH = re.compile(r'^/v1/workflows/([A-Za-z0-9_-]{1,64})/cancel$')
 STATUS_TEXT = {200: 'OK', 201: 'Created', 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden',
                404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict', 411: 'Length Required',
                408: 'Request Timeout', 413: 'Payload Too Large', 415: 'Unsupported Media Type',
-               431: 'Request Header Fields Too Large', 500: 'Internal Server Error', 503: 'Service Unavailable'}
+               431: 'Request Header Fields Too Large', 500: 'Internal Server Error', 502: 'Bad Gateway',
+               503: 'Service Unavailable'}
 # Reads that stay open even with auth_reads: liveness, and the nonce a signed request needs.
 OPEN_READS = frozenset(('/v1/health', '/healthy', '/v1/nonce'))
 OPENAPI_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'openapi.yaml')
@@ -72,7 +75,8 @@ class Application:
             '/v1/openapi.yaml': self.get_openapi, '/v1/nonce': self.get_nonce, '/healthy': self.legacy_healthy, '/busy': self.legacy_busy,
             '/workflows': self.legacy_workflows, '/containers': self.legacy_containers,
         }
-        self.post_routes = {'/v1/claims': self.post_claim, '/v1/failures/ack': self.post_ack}
+        self.post_routes = {'/v1/claims': self.post_claim, '/v1/failures/ack': self.post_ack,
+                            '/v1/workflows': self.post_workflow}
 
     # -- WSGI entry ------------------------------------------------------------
     def __call__(self, environ, start_response):
@@ -80,7 +84,7 @@ class Application:
             response = self.dispatch(environ)
         except payloads.BadRequest as exc:
             response = error(exc.status, exc.code, exc.message)
-        except claims.ClaimError as exc:
+        except (claims.ClaimError, fenced.Refusal) as exc:
             response = error(exc.status, exc.code, exc.message)
         except auth.Refused as exc:
             response = error(401, exc.code, exc.message, headers=[('WWW-Authenticate', auth.SCHEME)])
@@ -113,11 +117,32 @@ class Application:
             self.authorise_mutation(environ)
             handler = self.put_claim if method == 'PUT' else self.delete_claim
             return handler(environ, claim_match.group(1))
+        workflow_match = WORKFLOW_PATH.match(path)
+        if workflow_match and method == 'GET':
+            if self.auth_reads:
+                self.verifier.check(environ, b'')
+            return json_response(200, self.agent.workflow(workflow_match.group(1)))
+        cancel_match = WORKFLOW_CANCEL_PATH.match(path)
+        if cancel_match and method == 'POST':
+            self.authorise_mutation(environ)
+            return self.post_cancel(environ, cancel_match.group(1))
         allowed = self.allowed_methods(path, claim_match)
+        if workflow_match:
+            allowed = ['GET']
+        elif cancel_match:
+            allowed = ['POST']
         if allowed:
             return error(405, 'method_not_allowed', '%s is not allowed on %s' % (method, path),
                          headers=[('Allow', ', '.join(allowed))])
         return error(404, 'not_found', 'no such endpoint: %s' % path)
+
+    @staticmethod
+    def answers_inline(environ):
+        """Whether the server may answer this request on its event loop: reads of in-memory state only.
+
+        A workflow's status asks Docker (inspect, logs), so it runs on a worker thread like a mutation.
+        """
+        return environ.get('REQUEST_METHOD') in ('GET', 'HEAD') and not WORKFLOW_PATH.match(environ.get('PATH_INFO', ''))
 
     def allowed_methods(self, path, claim_match):
         allowed = []
@@ -242,3 +267,10 @@ class Application:
     def post_ack(self, environ):
         names = payloads.acknowledge(self.json_body(environ, False))
         return json_response(200, {'acknowledged': self.agent.acknowledge(names)})
+
+    def post_workflow(self, environ):
+        return json_response(201, self.agent.start_workflow(payloads.workflow_start(self.json_body(environ, True))))
+
+    def post_cancel(self, environ, workflow_id):
+        claim_id, secret = payloads.workflow_cancel(self.json_body(environ, True))
+        return json_response(200, self.agent.cancel_workflow(workflow_id, claim_id, secret))

@@ -25,8 +25,12 @@ class ClaimError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def _digest(secret):
+def digest(secret):
     return hashlib.sha256(secret.encode('utf-8')).hexdigest()
+
+
+def secret_matches(secret, secret_sha256):
+    return secret is not None and hmac.compare_digest(digest(secret), secret_sha256)
 
 
 def public(claim):
@@ -86,7 +90,7 @@ class ClaimStore:
             if reason:
                 raise ClaimError(409, 'conflict', reason)
             secret = secrets.token_urlsafe(32)
-            claim = {'id': uuid.uuid4().hex, 'owner': owner, 'note': note, 'secret_sha256': _digest(secret),
+            claim = {'id': uuid.uuid4().hex, 'owner': owner, 'note': note, 'secret_sha256': digest(secret),
                      'fencing': self._fencing + 1, 'ttl': ttl, 'created_at': now, 'expires_at': now + ttl}
             self._save(claim['fencing'], live + [claim])
         out = public(claim)
@@ -101,11 +105,22 @@ class ClaimStore:
             raise ClaimError(404, 'not_found', 'no live claim %s (unknown, released or expired)' % claim_id)
         if secret is None:
             raise ClaimError(403, 'forbidden', 'the claim secret is required (body "secret" or X-Claim-Secret)')
-        if not hmac.compare_digest(_digest(secret), claim['secret_sha256']):
+        if not secret_matches(secret, claim['secret_sha256']):
             raise ClaimError(403, 'forbidden', 'wrong claim secret')
         if fencing is not None and fencing != claim['fencing']:
             raise ClaimError(409, 'stale_fencing', 'fencing %d is not the claim\'s (%d)' % (fencing, claim['fencing']))
         return claim
+
+    def fenced(self, secret, action):
+        """action(live claim or None, whether `secret` is its secret) under the claims lock; its result.
+
+        The fence at the resource: while the action runs (a workflow start), no claim can be
+        created, renewed, released or replaced, so what it checked stays true until it returns.
+        """
+        with self._lock:
+            live = self._live(self._now())
+            claim = live[0] if live else None
+            return action(claim, claim is not None and secret_matches(secret, claim['secret_sha256']))
 
     def renew(self, claim_id, secret, ttl=None, fencing=None):
         with self._lock:

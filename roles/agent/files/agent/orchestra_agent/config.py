@@ -24,6 +24,8 @@ DEFAULTS = {
     'threads': 8,
     'max_connections': 512,
     'request_timeout': 10,
+    'workflow_images': [],
+    'workflow_network': None,
 }
 LOG_LEVELS = ('debug', 'info', 'warning', 'error')
 TOKEN_ENV = 'ORCHESTRA_AGENT_TOKEN'
@@ -132,6 +134,11 @@ def validate(values):
         raise ConfigError('labels must be a list of "key" or "key=value" selectors')
     for selector in values['labels']:
         parse_selector(selector)
+    images = values['workflow_images']
+    if not isinstance(images, list) or not all(isinstance(item, str) and item and item != '*' for item in images):
+        raise ConfigError('workflow_images must be a list of image names (an entry may end in "*"; "*" alone is not '
+                          'allowed), got %r' % (images,))
+    _check_optional_str(values, 'workflow_network')
     if bool(values['tls_cert']) != bool(values['tls_key']):
         raise ConfigError('tls_cert and tls_key must be given together')
     if values['token'] and values['token_file']:

@@ -7,7 +7,7 @@ import os
 import secrets
 import socket
 
-from orchestra_agent import __version__, acks, claims, clock, persist, workload
+from orchestra_agent import __version__, acks, claims, clock, fenced, persist, runs, workload
 
 LOG = logging.getLogger('orchestra_agent.core')
 
@@ -49,10 +49,11 @@ class Agent:
         self.agent_id = load_identity(settings.state_dir)
         self.claims = claims.ClaimStore(os.path.join(settings.state_dir, claims.FILE_NAME))
         self.acks = acks.AckStore(os.path.join(settings.state_dir, acks.FILE_NAME))
+        self.runs = runs.WorkflowRuns(settings, workload.selectors(settings.labels), watcher)
 
     def _state_fields(self, snapshot, claim):
         return workload.host_state(snapshot.up, snapshot.error, snapshot.records.values(), self.acks.keys,
-                                   claim, clock.iso(claim['expires_at']) if claim else None)
+                                   claim, clock.iso(claim['expires_at']) if claim else None, self.runs.fences)
 
     def state(self):
         snapshot = self.watcher.snapshot
@@ -111,3 +112,50 @@ class Agent:
         if ids:
             LOG.info('failures acknowledged', extra={'fields': {'containers': ids}})
         return ids
+
+    # -- fenced workflows ----------------------------------------------------------------------------
+    def start_workflow(self, request):
+        """Start a workflow for the holder of the live claim (the request checked by payloads.workflow_start)."""
+        if not fenced.image_allowed(request['image'], self.settings.workflow_images):
+            raise fenced.Refusal(403, 'image_not_allowed', 'image %s is not in this agent\'s workflow_images allow-list%s'
+                                 % (request['image'][:200], '' if self.settings.workflow_images else
+                                    ' (empty: fenced starts are disabled on this host)'))
+        reserved = fenced.reserved_labels(request['labels'])
+        if reserved:
+            raise fenced.Refusal(400, 'reserved_label', 'labels the agent sets itself: %s' % ', '.join(reserved)[:200])
+        self.runs.forget_gone(self.watcher.snapshot)
+
+        def start(live, secret_ok):
+            refusal = fenced.claim_refusal(live, request['claim_id'], secret_ok, request['fencing'])
+            snapshot = self.watcher.snapshot
+            if refusal is None:
+                refusal = fenced.host_refusal(self._state_fields(snapshot, live), snapshot.records.values(),
+                                              request['claim_id'])
+            if refusal is not None:
+                raise refusal
+            return self.runs.start(request, live)
+        return self.claims.fenced(request['secret'], start)
+
+    def _entry(self, workflow_id):
+        entry = self.runs.get(workflow_id)
+        if entry is None:
+            raise fenced.Refusal(404, 'not_found', 'no workflow %s on this host (unknown, or its container is gone)'
+                                 % workflow_id)
+        return entry
+
+    def workflow(self, workflow_id):
+        return self.runs.status(self._entry(workflow_id), self.acks.keys)
+
+    def cancel_workflow(self, workflow_id, claim_id, secret):
+        entry = self._entry(workflow_id)
+        allowed = self.claims.fenced(secret, lambda live, _ok: fenced.authorised_to_cancel(entry, live, claim_id, secret))
+        if not allowed:
+            raise fenced.Refusal(409, 'foreign_claim', 'claim %s neither started workflow %s nor holds this host'
+                                 % (claim_id, workflow_id))
+        stopped = self.runs.cancel(entry)
+        if stopped is not None and workload.is_failure(stopped):
+            # A cancel is deliberate: its non-zero exit must not turn the host failed.
+            key = workload.ack_key(stopped)
+            current = {workload.ack_key(rec) for rec in self.watcher.snapshot.records.values()} | {key}
+            self.acks.add([key], lambda item: item in current)
+        return self.workflow(workflow_id)

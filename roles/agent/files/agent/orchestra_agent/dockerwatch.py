@@ -106,6 +106,11 @@ class DockerWatcher:
                 records[container_id] = record
             self.snapshot = Snapshot(True, None, clock.now(), records)
 
+    def observe(self, record):
+        """Publish a record the agent just got from Docker itself (a container it started), ahead of its event."""
+        if workload.labels_match(record['labels'], self._selectors):
+            self._publish_one(record['id'], record)
+
     # -- the watcher -----------------------------------------------------------
     def _inspect(self, client, container_id):
         """The container's record, or None when it is gone or not a workload container."""

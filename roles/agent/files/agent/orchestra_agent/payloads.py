@@ -1,5 +1,6 @@
 """Request body validation: JSON text -> checked values, or a BadRequest naming the problem. Pure."""
 import json
+import re
 
 MAX_OWNER = 128
 MAX_NOTE = 1024
@@ -102,3 +103,108 @@ def acknowledge(data):
         if not isinstance(item, str) or not 1 <= len(item) <= MAX_ACK_ITEM:
             raise BadRequest('bad_request', 'containers must hold ids or names (1 to %d characters)' % MAX_ACK_ITEM)
     return items
+
+
+# -- fenced workflow starts (POST /v1/workflows) ---------------------------------------------------
+MAX_CLAIM_ID = 64
+MAX_IMAGE = 512
+MAX_COMMAND_ITEMS = 256
+MAX_COMMAND_ITEM = 16384
+MAX_ENV = 128
+MAX_ENV_VALUE = 32768
+MAX_LABELS = 64
+MAX_LABEL_KEY = 128
+MAX_LABEL_VALUE = 1024
+MAX_FILES = 32
+MAX_FILE_PATH = 1024
+ENV_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
+CONTAINER_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$')
+# One path component: a conservative set, so the path means the same to Docker, the kernel and a shell.
+PATH_PART = re.compile(r'^[A-Za-z0-9_.@+=,-]+$')
+WORKFLOW_KEYS = ('claim_id', 'secret', 'fencing', 'image', 'command', 'env', 'labels', 'files', 'name')
+
+
+def _string_map(data, key, limit, max_key, max_value, key_pattern=None):
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > limit:
+        raise BadRequest('bad_request', '%s must be an object of at most %d strings' % (key, limit))
+    for name, text in value.items():
+        if not 1 <= len(name) <= max_key or (key_pattern is not None and not key_pattern.match(name)):
+            raise BadRequest('bad_request', '%s: bad name %r' % (key, name[:60]))
+        if not isinstance(text, str) or len(text) > max_value or '\x00' in text:
+            raise BadRequest('bad_request', '%s[%s] must be a string of at most %d characters' % (key, name[:60], max_value))
+    return dict(value)
+
+
+def _command(data):
+    value = data.get('command')
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > MAX_COMMAND_ITEMS or not all(
+            isinstance(item, str) and len(item) <= MAX_COMMAND_ITEM and '\x00' not in item for item in value):
+        raise BadRequest('bad_request', 'command must be a list of at most %d strings (no shell is added), or null'
+                         % MAX_COMMAND_ITEMS)
+    return list(value)
+
+
+def container_path(path):
+    """A file's mount point: absolute, normalised (no '.', '..' or empty parts), conservative characters."""
+    if not isinstance(path, str) or not 2 <= len(path) <= MAX_FILE_PATH or not path.startswith('/'):
+        raise BadRequest('bad_path', 'a file path must be absolute, 2 to %d characters' % MAX_FILE_PATH)
+    for part in path[1:].split('/'):
+        if part in ('', '.', '..') or not PATH_PART.match(part):
+            raise BadRequest('bad_path', 'bad file path %r: no empty, "." or ".." parts; letters, digits and _.@+=,- only'
+                             % path[:200])
+    return path
+
+
+def _files(data):
+    value = data.get('files')
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_FILES:
+        raise BadRequest('bad_request', 'files must be a list of at most %d {"path", "content"} objects' % MAX_FILES)
+    files = []
+    for item in value:
+        if not isinstance(item, dict) or set(item) != {'path', 'content'} or not isinstance(item['content'], str):
+            raise BadRequest('bad_request', 'each file is {"path": "/abs/path", "content": "text"}')
+        files.append({'path': container_path(item['path']), 'content': item['content']})
+    paths = set()
+    for item in files:
+        if item['path'] in paths:
+            raise BadRequest('bad_path', 'file path %s is given twice' % item['path'][:200])
+        paths.add(item['path'])
+    for path in sorted(paths):
+        # A file cannot be mounted inside another file: no path may be the parent directory of another.
+        parts = path.split('/')
+        for end in range(2, len(parts)):
+            if '/'.join(parts[:end]) in paths:
+                raise BadRequest('bad_path', 'file paths collide: %s is inside %s' % (path[:200], '/'.join(parts[:end])[:200]))
+    return files
+
+
+def workflow_start(data):
+    """-> dict of the checked start request (claim_id, secret, fencing, image, command, env, labels, files, name)."""
+    _no_unknown(data, WORKFLOW_KEYS)
+    name = _string(data, 'name', 1, 128, False)
+    if name is not None and not CONTAINER_NAME.match(name):
+        raise BadRequest('bad_request', 'name must be a container name: [A-Za-z0-9][A-Za-z0-9_.-]*')
+    return {
+        'claim_id': _string(data, 'claim_id', 1, MAX_CLAIM_ID, True),
+        'secret': _string(data, 'secret', 1, MAX_SECRET, True),
+        'fencing': _int(data, 'fencing', 0, 2 ** 63 - 1, True),
+        'image': _string(data, 'image', 1, MAX_IMAGE, True),
+        'command': _command(data),
+        'env': _string_map(data, 'env', MAX_ENV, 256, MAX_ENV_VALUE, ENV_NAME),
+        'labels': _string_map(data, 'labels', MAX_LABELS, MAX_LABEL_KEY, MAX_LABEL_VALUE),
+        'files': _files(data),
+        'name': name,
+    }
+
+
+def workflow_cancel(data):
+    """-> (claim_id, secret)"""
+    _no_unknown(data, ('claim_id', 'secret'))
+    return _string(data, 'claim_id', 1, MAX_CLAIM_ID, True), _string(data, 'secret', 1, MAX_SECRET, True)

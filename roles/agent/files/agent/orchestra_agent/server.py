@@ -39,6 +39,7 @@ LISTEN_BACKLOG = 1024
 TLS_HANDSHAKE_TIMEOUT = 5.0
 READ_CHUNK = 65536
 STOP_GRACE = 5.0
+SLOW_READ_THREADS = 4
 SERVER_HEADER = ('orchestra-agent/%s' % __version__).encode('ascii')
 
 
@@ -378,6 +379,7 @@ class AgentServer:
         self.shed = 0
         self._stop_event = None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix='mutation')
+        self._read_pool = concurrent.futures.ThreadPoolExecutor(max_workers=SLOW_READ_THREADS, thread_name_prefix='slow-read')
 
     @property
     def bind_addr(self):
@@ -421,9 +423,12 @@ class AgentServer:
         self.connections.pop(connection, None)
 
     async def dispatch(self, environ):
-        if environ['REQUEST_METHOD'] in ('GET', 'HEAD'):
+        inline = getattr(self.application, 'answers_inline', None)
+        if inline(environ) if inline is not None else environ['REQUEST_METHOD'] in ('GET', 'HEAD'):
             return call_application(self.application, environ)
-        return await self.loop.run_in_executor(self._pool, call_application, self.application, environ)
+        # Reads that wait on Docker get their own few threads, so a crowd of them never delays a claim.
+        pool = self._pool if environ['REQUEST_METHOD'] not in ('GET', 'HEAD') else self._read_pool
+        return await self.loop.run_in_executor(pool, call_application, self.application, environ)
 
     # -- life cycle ------------------------------------------------------------------------------
     def serve(self):
@@ -433,6 +438,7 @@ class AgentServer:
             self.loop.run_until_complete(self._main())
         finally:
             self._pool.shutdown(wait=True)
+            self._read_pool.shutdown(wait=True)
             self.loop.close()
 
     async def _main(self):

@@ -12,6 +12,8 @@ STATE_ORDER = ('unknown', 'failed', 'busy', 'claimed', 'lazy')
 # Labels run_workflow puts on a container it starts for a claim (the fence at the resource).
 CLAIM_ID_LABEL = 'orchestra.claim.id'
 CLAIM_FENCE_LABEL = 'orchestra.claim.fence'
+# The id of a workflow the agent started itself (POST /v1/workflows).
+WORKFLOW_ID_LABEL = 'orchestra.workflow.id'
 
 
 def selectors(labels):
@@ -102,9 +104,15 @@ def workflows(records, acks, directory_names):
     """Docker workload containers and workflows-directory entries as one list."""
     items = []
     for record in sorted(records, key=lambda rec: rec['name']):
-        items.append({'name': record['name'], 'source': 'docker', 'status': workflow_status(record, acks),
-                      'container_id': record['id'], 'exit_code': record['exit_code'],
-                      'acknowledged': is_failure(record) and ack_key(record) in acks})
+        item = {'name': record['name'], 'source': 'docker', 'status': workflow_status(record, acks),
+                'container_id': record['id'], 'exit_code': record['exit_code'],
+                'acknowledged': is_failure(record) and ack_key(record) in acks}
+        labels = record.get('labels') or {}
+        if WORKFLOW_ID_LABEL in labels:
+            item['id'] = labels[WORKFLOW_ID_LABEL]
+        if CLAIM_ID_LABEL in labels:
+            item['claim_id'], item['fencing'] = labels[CLAIM_ID_LABEL], _fence(labels.get(CLAIM_FENCE_LABEL))
+        items.append(item)
     for name in sorted(directory_names):
         items.append({'name': name, 'source': 'directory', 'status': 'present'})
     return items
@@ -121,20 +129,28 @@ def _fence(text):
         return None
 
 
-def double_booking(records, claim):
+def double_booking(records, claim, fenced_starts=None):
     """None, or {'reason', 'containers'} when running workload carries a claim that is not the live one.
 
     A container started for a claim carries its id and fencing number. Running under any
     other claim (a rival whose claim lapsed before its `docker run`), under the live claim's
     id with another fencing number, or with claim labels while no claim is live means two
     schedulers may have booked this host: it must never pass as lazy. Pure.
+
+    `fenced_starts` maps the ids of workflows this agent started itself (POST /v1/workflows)
+    to the (claim id, fence) it checked under the claims lock at the start. Such a workflow
+    whose claim merely lapsed since (no claim is live: its holder stopped renewing, e.g. a
+    killed controller) was never double-booked, and the host stays busy while it runs.
     """
+    fenced_starts = fenced_starts or {}
     offenders = []
     for rec in sorted(records, key=lambda item: item['name']):
         labels = rec.get('labels') or {}
         if not is_running(rec) or CLAIM_ID_LABEL not in labels:
             continue
         claim_id, fence = labels[CLAIM_ID_LABEL], _fence(labels.get(CLAIM_FENCE_LABEL))
+        if claim is None and fenced_starts.get(labels.get(WORKFLOW_ID_LABEL)) == (claim_id, fence):
+            continue
         if claim is None:
             why = 'no claim is live'
         elif claim_id != claim['id']:
@@ -154,15 +170,16 @@ def double_booking(records, claim):
     return {'reason': reason, 'containers': [item for item, _why in offenders]}
 
 
-def host_state(docker_up, docker_error, records, acks, claim, claim_until):
+def host_state(docker_up, docker_error, records, acks, claim, claim_until, fenced_starts=None):
     """Decide the host state with precedence unknown > failed > busy > claimed > lazy.
 
     `claim` is the live claim (already checked for expiry) or None; `claim_until`
-    its expiry as text. Returns the fields of /v1/state that depend on them.
+    its expiry as text; `fenced_starts` as for double_booking. Returns the fields of
+    /v1/state that depend on them.
     """
     records = list(records)
     running = [rec for rec in records if is_running(rec)]
-    booking = double_booking(records, claim) if docker_up else None
+    booking = double_booking(records, claim, fenced_starts) if docker_up else None
     failures = sorted((rec for rec in records if is_unacknowledged_failure(rec, acks)), key=lambda rec: rec['name'])
     if not docker_up:
         state, reason = 'unknown', 'docker unreachable: %s' % (docker_error or 'not connected yet')
