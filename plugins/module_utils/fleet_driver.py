@@ -28,14 +28,11 @@ as a double booking) by whichever process follows the job, with the secret the r
 import json
 import time
 
-from urllib.parse import quote
-
 from ansible_collections.orchestra.fleet.plugins.module_utils import agent_client
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_driver import EngineDriver, ExecutionInfo
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors import (
     DriverError, EngineJobNotFound, EngineNotReached, EngineUnavailable)
 
-WORKFLOWS_PATH = '/v1/workflows'
 NAME_PREFIX = 'orchestra-wf-'
 # The agent's workflow statuses -> the driver's execution statuses (masking_states.from_engine_status reads them).
 STATUSES = {'running': 'RUNNING', 'succeeded': 'SUCCEEDED', 'failed': 'FAILED', 'cancelled': 'CANCELLED'}
@@ -71,14 +68,13 @@ def execution_status(doc):
     return STATUSES.get(status, status.upper())
 
 
-def start_body(job, claim):
-    """The fenced start's body for a job row and the claim its start marker recorded."""
+def start_spec(job, fence):
+    """The agent's workflow spec for a job row started under `fence` (agent_client.workflow_body adds the claim)."""
     spec = json.loads(job.get('spec') or '{}')
     labels = dict(spec.get('labels') or {})
     labels.update({'orchestra.queue.job': str(job['id']), 'orchestra.queue.request': str(job.get('request_id'))})
-    return {'claim_id': claim['id'], 'secret': claim['secret'], 'fencing': int(claim['fencing']),
-            'image': spec['image'], 'command': spec.get('command'), 'env': dict(spec.get('env') or {}),
-            'labels': labels, 'files': list(spec.get('files') or []), 'name': workflow_name(job['id'], claim['fencing'])}
+    return {'image': spec['image'], 'command': spec.get('command'), 'env': dict(spec.get('env') or {}), 'labels': labels,
+            'files': list(spec.get('files') or []), 'name': workflow_name(job['id'], fence)}
 
 
 def failure_text(doc):
@@ -125,17 +121,20 @@ class FleetHostDriver(EngineDriver):
         if claim is None:
             raise DriverError('no claim of host %s for fence %s in this process' % (self.name, fence))
         try:
-            doc = self.client.request('POST', WORKFLOWS_PATH, body=start_body(job, claim))
+            doc = self.client.start_workflow(claim, start_spec(job, claim['fencing']))
         except agent_client.AgentTimeout as exc:
             raise EngineUnavailable('host %s: the start was sent, no answer: %s' % (self.name, exc))
         except agent_client.AgentUnreachable as exc:
             self._release(claim)
             raise EngineNotReached('host %s went away before the start: %s' % (self.name, exc))
         except agent_client.AgentConflict as exc:
-            # The fence at the resource: our claim lapsed or a rival holds the host. Nothing started.
+            # The fence at the resource (our claim lapsed, a rival holds the host), or the host cannot run it now
+            # (busy, failed, Docker down, image missing): nothing started, another host may take the job.
             self._release(claim)
             raise EngineNotReached('host %s refused the start (%s); nothing was started' % (self.name, exc.message), status=409)
         except agent_client.AgentHTTPError as exc:
+            if exc.status >= 500:
+                raise EngineUnavailable('host %s: %s' % (self.name, exc), status=exc.status)   # outcome unknown
             self._release(claim)
             if exc.status in (400, 403, 413, 415, 422):
                 raise WorkflowRefused('host %s refused the workflow: %s' % (self.name, exc.message), status=exc.status)
@@ -195,9 +194,8 @@ class FleetHostDriver(EngineDriver):
             if found is None:
                 raise EngineJobNotFound('host %s has no workflow started under fence %d' % (self.name, fence))
             return found
-        path = '%s/%s' % (WORKFLOWS_PATH, quote(str(workflow_id), safe=''))
         try:
-            doc = self.client.request('GET', path)
+            doc = self.client.workflow_status(workflow_id)
         except agent_client.AgentNotFound as exc:
             raise EngineJobNotFound('host %s: workflow %s: %s' % (self.name, workflow_id, exc.message), status=404)
         except agent_client.AgentHTTPError as exc:
@@ -212,9 +210,8 @@ class FleetHostDriver(EngineDriver):
         if not claim.get('workflow_id'):
             self.status(fence)   # learns the id from the agent's list
             claim = self._claims.get(fence) or {}
-        path = '%s/%s/cancel' % (WORKFLOWS_PATH, quote(str(claim.get('workflow_id')), safe=''))
         try:
-            doc = self.client.request('POST', path, body={'claim_id': claim.get('id'), 'secret': claim.get('secret')})
+            doc = self.client.cancel_workflow(claim, claim.get('workflow_id'))
         except agent_client.AgentNotFound as exc:
             raise EngineJobNotFound('host %s: %s' % (self.name, exc.message), status=404)
         except agent_client.AgentHTTPError as exc:
@@ -259,10 +256,10 @@ class FleetHostDriver(EngineDriver):
     def _listed(self, fence):
         """The workflow started under `fence`, from the agent's list (then its own document), or None."""
         try:
-            doc = self.client.request('GET', WORKFLOWS_PATH)
+            listed = self.client.workflows()
         except agent_client.AgentError as exc:
             raise EngineUnavailable('host %s: cannot list its workflows: %s' % (self.name, exc), status=exc.status)
-        for item in doc.get('workflows') or ():
+        for item in listed:
             if isinstance(item, dict) and item.get('source', 'docker') == 'docker' and fence_of(item) == fence:
                 claim = self._claims.setdefault(fence, {'id': item.get('claim_id'), 'secret': None, 'fencing': fence,
                                                         'workflow_id': None, 'renewed': None})

@@ -36,7 +36,7 @@ class FakeAgent:
         self.clock = clock
         self.fencing = 0
         self.claim = None
-        self.workflows = {}      # id -> doc
+        self.runs = {}           # id -> doc
         self.started = []        # (workflow id, fence)
         self.overlaps = 0
         self.gone = False
@@ -49,7 +49,7 @@ class FakeAgent:
         return self.claim
 
     def running(self):
-        return [w for w in self.workflows.values() if w['status'] == 'running']
+        return [w for w in self.runs.values() if w['status'] == 'running']
 
     def _check_up(self):
         if self.gone:
@@ -105,24 +105,37 @@ class FakeAgent:
             workflow_id = 'w%d' % next(self.ids)
             doc = {'id': workflow_id, 'name': body['name'], 'status': 'running', 'exit_code': None, 'claim_id': live['id'],
                    'fencing': live['fencing'], 'log_tail': '', 'image': body['image'], 'source': 'docker'}
-            self.workflows[workflow_id] = doc
+            self.runs[workflow_id] = doc
             self.started.append((workflow_id, live['fencing'], body['labels']['orchestra.queue.job']))
             return dict(doc, status='running')
         if method == 'GET' and path == '/v1/workflows':
-            return {'workflows': [dict(doc) for doc in self.workflows.values()]}
+            return {'workflows': [dict(doc) for doc in self.runs.values()]}
         if method == 'GET' and path.startswith('/v1/workflows/'):
-            doc = self.workflows.get(path.rsplit('/', 1)[1])
+            doc = self.runs.get(path.rsplit('/', 1)[1])
             if doc is None:
                 raise agent_client.AgentNotFound('HTTP 404 not_found', status=404)
             return dict(doc)
         if method == 'POST' and path.endswith('/cancel'):
-            doc = self.workflows[path.split('/')[3]]
+            doc = self.runs[path.split('/')[3]]
             if doc['claim_id'] != body['claim_id']:
                 raise agent_client.AgentConflict('HTTP 409 foreign_claim', status=409)
             if doc['status'] == 'running':
                 doc['status'] = 'cancelled'
             return dict(doc)
         raise agent_client.AgentNotFound('HTTP 404 no route %s %s' % (method, path), status=404)
+
+    def start_workflow(self, claim, spec):
+        body = agent_client.workflow_body(claim, spec)
+        return self.request('POST', '/v1/workflows', body)
+
+    def workflow_status(self, workflow_id):
+        return self.request('GET', '/v1/workflows/' + workflow_id)
+
+    def cancel_workflow(self, claim, workflow_id):
+        return self.request('POST', '/v1/workflows/%s/cancel' % workflow_id, {'claim_id': claim['id'], 'secret': claim['secret']})
+
+    def workflows(self):
+        return self.request('GET', '/v1/workflows')['workflows']
 
     def finish_all(self, exit_code=0):
         for doc in self.running():
