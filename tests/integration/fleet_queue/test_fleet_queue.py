@@ -14,8 +14,8 @@ from ansible_collections.orchestra.fleet.plugins.module_utils import agent_clien
 from ansible_collections.orchestra.fleet.plugins.module_utils.fleet_driver import FleetDriverFactory
 from ansible_collections.orchestra.fleet.plugins.module_utils.fleet_queue import FleetQueue
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors import EngineNotReached
-from tests.integration.fleet_queue.conftest import (
-    DockerEvents, TOKEN, client, overlaps, runs_from_events, start_controller, wait_state)
+from tests.integration.fleet_queue.conftest import start_controller
+from tests.support.fleet_lab import DockerEvents, TOKEN, client, overlaps, runs_from_events, wait_state
 from tests.support.lab.processes import stop_process
 
 
