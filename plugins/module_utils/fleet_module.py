@@ -30,7 +30,7 @@ ENTRY_KEYS = SPEC_KEYS + ('ini', 'ini_path', 'request_id', 'host', 'priority')
 
 
 def fleet_argument_spec():
-    """Store, capacity sources and agent connection options (the orchestra.fleet.fleet.module fragment's)."""
+    """Store, capacity sources and agent connection options (the claim module's, with agent_timeout: `timeout` is the wait's)."""
     return dict(
         store=dict(type='str', fallback=(env_fallback, ['ORCHESTRA_QUEUE_STORE'])),
         hosts=dict(type='list', elements='str', default=[]),
@@ -46,7 +46,7 @@ def fleet_argument_spec():
         token=dict(type='str', no_log=True, fallback=(env_fallback, ['ORCHESTRA_FLEET_TOKEN', 'ORCHESTRA_AGENT_TOKEN'])),
         token_file=dict(type='path', fallback=(env_fallback, ['ORCHESTRA_FLEET_TOKEN_FILE'])),
         auth_reads=dict(type='bool', default=False),
-        timeout=dict(type='float', default=5.0),
+        agent_timeout=dict(type='float', default=5.0),
         concurrency=dict(type='int', default=16),
     )
 
@@ -105,5 +105,5 @@ def open_fleet_queue(module):
                           exclude=params['exclude'], port=params['port'], scheme=params['scheme'] or 'http', token=auth,
                           verify=agent_client.verify_setting(params['validate_certs'], params['ca_path']),
                           workflows_per_host=params['workflows_per_host'], claim_ttl=params['claim_ttl'],
-                          agent_timeout=params['timeout'])
+                          agent_timeout=params['agent_timeout'], discovery_concurrency=params['concurrency'])
     return None  # not reached: fail_json exits

@@ -20,6 +20,8 @@ since is given back to the queue by its failed claim (nothing started) and place
 
 import ipaddress
 import json
+import threading
+import time
 import uuid
 
 from ansible_collections.orchestra.fleet.plugins.module_utils import fleet_discovery
@@ -32,6 +34,7 @@ from ansible_collections.orchestra.fleet.plugins.module_utils.masking_states imp
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_store import same_request
 
 FLEET_LEASE = 'driver:fleet'
+WORKER_PAUSE = (0.05, 0.4)   # a host worker's pause after work, and the longest while nothing moves
 MAX_NAME = 100
 MAX_FILES = 32
 MAX_FILE_BYTES = 256 * 1024
@@ -106,12 +109,23 @@ class FleetQueue(MaskingQueue):
 
     def __init__(self, store_url, hosts=(), subnets=(), hosts_file=None, exclude=(), port=None, scheme='http', token=None,
                  verify=True, workflows_per_host=1, claim_ttl=60, agent_timeout=5.0, discovery_timeout=2.0,
-                 host_refresh_interval=30.0, **queue_options):
+                 discovery_concurrency=32, host_refresh_interval=30.0, poll_workers=16, **queue_options):
         queue_options.setdefault('start_lease', 30.0)        # a claim and one POST: seconds, not minutes
         queue_options.setdefault('dead_holder_grace', 10.0)
         queue_options.setdefault('probe_interval', 2.0)      # a host kept out comes back soon after it turns lazy
         queue_options.setdefault('retry_delay', 1.0)
+        queue_options.setdefault('refresh_interval', 0.2)    # a status GET per running workflow: cheap, and the host's next start waits on it
         super().__init__(store_url, **queue_options)
+        self._store_url = store_url
+        self.claim_ttl = int(claim_ttl)
+        self.agent_timeout = float(agent_timeout)
+        self.poll_workers = max(1, int(poll_workers))
+        self.only_engines = None   # a worker drives only these hosts (see drive_once)
+        self._background = False
+        self._threads = []
+        self._stop = threading.Event()
+        self._permit_until = 0.0
+        self._worker_error = None
         self.sources = dict(hosts=list(hosts or ()), subnets=list(subnets or ()), hosts_file=hosts_file,
                             exclude=list(exclude or ()))
         self.port = int(port or 9009)
@@ -119,6 +133,7 @@ class FleetQueue(MaskingQueue):
         self.token = token
         self.verify = verify
         self.discovery_timeout = float(discovery_timeout)
+        self.discovery_concurrency = max(1, int(discovery_concurrency))
         self.workflows_per_host = _validate_int(workflows_per_host, 'workflows_per_host', minimum=1)
         self.host_refresh_interval = float(host_refresh_interval)
         self._refreshed_at = None
@@ -138,7 +153,7 @@ class FleetQueue(MaskingQueue):
         except fleet_discovery.FleetConfigError as exc:
             raise InvalidRequest(str(exc))
         reports = fleet_discovery.discover(targets, port=self.port, scheme=self.scheme, token=self.token, verify=self.verify,
-                                           timeout=self.discovery_timeout, ssh_port=0)
+                                           timeout=self.discovery_timeout, concurrency=self.discovery_concurrency, ssh_port=0)
         now = self.clock()
         self._refreshed_at = now
         registered = dict((e['name'], e) for e in self._store.engines() if kind_of(e) == FLEET)
@@ -182,11 +197,74 @@ class FleetQueue(MaskingQueue):
     def usable_hosts(self):
         return [e for e in self._store.engines() if kind_of(e) == FLEET and e['enabled'] and not e['drained']]
 
+    # ---- driving -------------------------------------------------------------------------------
+    # A fleet start waits for the agent's `docker create` and `start` (a third of a second here); one host after the
+    # other, ten hosts would wait for each other, and a host turning lazy would wait for the others' starts. So while
+    # a FleetQueue waits (and holds the fleet's leader lease), every host has a worker thread of its own: a FleetQueue
+    # with its own store connection, drivers and owner that schedules and polls only its host(s) (`only_engines`), in a
+    # loop of its own. The store's compare-and-set keeps them (and other processes) apart as it keeps processes apart.
+
+    def wait(self, job_ids, timeout, **options):
+        self._background = True
+        try:
+            return super().wait(job_ids, timeout, **options)
+        finally:
+            self._background = False
+            self._stop_workers()
+
     def drive_once(self):
-        """Refresh the fleet's hosts when due (so capacity follows the fleet as the queue runs), then one step each."""
+        """Refresh the fleet's hosts when due (so capacity follows the fleet as the queue runs), then drive: one
+        schedule and one poll step, or, while waiting, the per-host workers (started here, kept going by each call)."""
         if self.has_sources() and (self._refreshed_at is None or self.clock() - self._refreshed_at >= self.host_refresh_interval):
             self.refresh_hosts()
-        return super().drive_once()
+        if not self._background or self.poll_workers <= 1:
+            return super().drive_once()
+        self._permit_until = time.monotonic() + 5.0   # workers stop by themselves when the waiter stops calling
+        if not self._threads:
+            self._start_workers()
+        error, self._worker_error = self._worker_error, None
+        if error is not None:
+            raise error
+        return {'schedule': {'placed': 0, 'pending': None}, 'poll': {'finished': 0}}
+
+    def _start_workers(self):
+        self._stop = threading.Event()
+        for index in range(self.poll_workers):
+            worker = FleetQueue(self._store_url, token=self.token, verify=self.verify, workflows_per_host=self.workflows_per_host,
+                                claim_ttl=self.claim_ttl, agent_timeout=self.agent_timeout, owner='%s:w%d' % (self.owner, index),
+                                poll_workers=1, clock=self.clock, sleep=self._sleep, start_lease=self.start_lease,
+                                retry_delay=self.retry_delay, max_start_attempts=self.max_start_attempts,
+                                probe_interval=self.probe_interval, refresh_interval=self.refresh_interval,
+                                dead_holder_grace=self.dead_holder_grace, policy=self.policy)
+            worker._factories[FLEET] = self._factories[FLEET]   # pylint: disable=protected-access  # one factory: tests swap it
+            thread = threading.Thread(target=self._work, args=(worker, index), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _work(self, worker, index):
+        pause = WORKER_PAUSE[0]
+        try:
+            while not self._stop.is_set() and time.monotonic() < self._permit_until:
+                hosts = sorted(e['name'] for e in worker.store.engines() if kind_of(e) == FLEET)
+                worker.only_engines = set(hosts[index::self.poll_workers])
+                moved = 0
+                if worker.only_engines:
+                    moved = worker.schedule_step()['placed']
+                    stats = worker.poll_step(close_drivers=False)
+                    moved += sum(stats.get(key, 0) for key in ('started', 'finished', 'requeued', 'recovered'))
+                pause = WORKER_PAUSE[0] if moved else min(WORKER_PAUSE[1], pause * 2)
+                self._stop.wait(pause)
+        except Exception as exc:  # pylint: disable=broad-except  # handed to the waiting thread, which raises it
+            self._worker_error = exc
+        finally:
+            worker.close()
+
+    def _stop_workers(self):
+        if self._threads:
+            self._stop.set()
+            for thread in self._threads:
+                thread.join(30)
+        self._threads = []
 
     # ---- jobs ----------------------------------------------------------------------------------
     def enqueue_workflow(self, spec, request_id=None, priority=0, host=None, rerun=False, dry_run=False):

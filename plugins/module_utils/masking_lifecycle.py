@@ -85,7 +85,11 @@ class PollStep:
         self.kinds = tuple(getattr(queue, 'kinds', (MASKING,)))
 
     def mine(self, rows):
-        return [row for row in rows if kind_of(row) in self.kinds]
+        """The engine or job rows of this step: its kinds, and its engines when the queue drives only some of them
+        (FleetQueue's per-host workers: `only_engines`)."""
+        names = getattr(self.queue, 'only_engines', None)
+        return [row for row in rows if kind_of(row) in self.kinds
+                and (names is None or (row['engine'] if 'engine' in row else row['name']) in names)]
 
     def run(self):
         engines = dict((e['name'], e) for e in self.mine(self.store.engines()))

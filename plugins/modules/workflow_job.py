@@ -24,7 +24,6 @@ description:
   - O(host) pins a workflow to one host (the original tool's C(orchestra schedule IP INI)).
   - See the fleet scheduling guide (C(docs/fleet-scheduling.md)).
 extends_documentation_fragment:
-  - orchestra.fleet.fleet.module
   - ansible.builtin.action_common_attributes
 author:
   - orchestra.fleet developers (@orchestra-fleet)
@@ -128,6 +127,42 @@ options:
         when it ends. A controller that dies between the claim and the start leaves the host claimed this long.
     type: int
     default: 60
+  port:
+    description: TCP port of the agents; falls back to E(ORCHESTRA_FLEET_PORT), then V(9009).
+    type: int
+  scheme:
+    description: V(https) when the agents serve TLS; falls back to E(ORCHESTRA_FLEET_SCHEME), then V(http).
+    type: str
+    choices: [http, https]
+  validate_certs:
+    description: Verify the agents' TLS certificates.
+    type: bool
+    default: true
+  ca_path:
+    description: CA bundle (PEM) for the agents' certificates; falls back to E(ORCHESTRA_FLEET_CA_PATH).
+    type: path
+  token:
+    description:
+      - The agents' token, used to sign claims and workflow starts (mutations); it is never sent itself, never stored.
+      - Falls back to E(ORCHESTRA_FLEET_TOKEN), E(ORCHESTRA_AGENT_TOKEN), then O(token_file).
+    type: str
+  token_file:
+    description:
+      - File holding the agents' token, used when O(token) is unset; falls back to E(ORCHESTRA_FLEET_TOKEN_FILE),
+        then C(~/.config/orchestra-fleet/agent-token) when that exists (the file the agent role provisions).
+    type: path
+  auth_reads:
+    description: Sign reads too (for agents that run with C(auth_reads)).
+    type: bool
+    default: false
+  agent_timeout:
+    description: Deadline in seconds for one agent's answer (O(timeout) is the wait's).
+    type: float
+    default: 5.0
+  concurrency:
+    description: How many agents the discovery of O(hosts) and O(subnets) asks at once.
+    type: int
+    default: 16
   state:
     description: V(present) queues the workflows; V(cancelled) cancels the entry of O(request_id) or O(job_id).
     type: str

@@ -360,3 +360,32 @@ def test_fence_of_reads_field_or_name():
     assert fleet_driver.fence_of({'fencing': 4}) == 4
     assert fleet_driver.fence_of({'name': fleet_driver.workflow_name(9, 12)}) == 12
     assert fleet_driver.fence_of({'name': 'other'}) is None
+
+
+def test_spec_from_options_and_ini():
+    from ansible_collections.orchestra.fleet.plugins.module_utils.fleet_module import spec_from, summary_of
+    spec, request_id, host, priority = spec_from({'name': 'a', 'ini': '[s]\nid = 1\n', 'request_id': 'b/a'},
+                                                 {'image': 'img', 'command': ['run'], 'ini_path': '/w/x.ini', 'priority': 3})
+    assert (request_id, host, priority) == ('b/a', None, 3)
+    assert spec['files'] == [{'path': '/w/x.ini', 'content': '[s]\nid = 1\n'}]
+    assert spec['env'] == {'ORCHESTRA_WORKFLOW_INI': '/w/x.ini'} and spec['image'] == 'img' and spec['command'] == ['run']
+    assert workflow_spec(spec)['name'] == 'a'
+    with pytest.raises(ValueError, match='unknown workflow keys'):
+        spec_from({'nmae': 'typo'})
+    summary = summary_of([{'state': 'SUCCEEDED'}, {'state': 'FAILED', 'job_name': 'x', 'engine': 'h', 'error': 'exit code 3'}])
+    assert summary['total'] == 2 and summary['succeeded'] == 1
+    assert summary['failed'] == [{'name': 'x', 'request_id': None, 'host': 'h', 'state': 'FAILED', 'error': 'exit code 3'}]
+
+
+def test_queue_info_shows_both_kinds(tmp_path):
+    clock = Clock()
+    fleet = Fleet(['h1'], clock)
+    queue = make_queue(tmp_path, fleet, clock)
+    queue.store.upsert_engine('eng1', clock(), url='https://eng1', slots=2)
+    queue.enqueue_workflow(spec(1))
+    info = queue.info()
+    assert sorted((e['name'], e['kind']) for e in info['engines']) == [('eng1', 'masking'), ('h1', 'fleet')]
+    assert [j['kind'] for j in info['jobs']] == ['fleet']
+    assert 'claim_secret' not in info['jobs'][0]
+    with pytest.raises(InvalidRequest, match='already registered as a fleet'):
+        queue.store.upsert_engine('h1', clock(), url='https://h1', slots=1)
