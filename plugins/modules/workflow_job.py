@@ -438,6 +438,9 @@ def cancel(module, queue):
     params = module.params
     key = params['request_id'] if params['request_id'] is not None else params['job_id']
     job = queue.job(key)
+    if job.get('kind') != 'fleet':
+        module.fail_json(msg='queue entry %s is masking job %s, not a workflow: cancel it with orchestra.fleet.masking_job'
+                         % (key, job.get('job_name')), error_kind='bad_parameter')
     if job.get('state') in TERMINAL_STATES:
         module.exit_json(changed=False, msg='workflow %s already ended (%s)' % (job.get('job_name'), job.get('state')),
                          **results_of([job]))

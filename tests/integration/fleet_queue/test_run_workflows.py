@@ -16,7 +16,7 @@ def playbook(fleet, tmp_path, extra, *more):
                ANSIBLE_NOCOLOR='1', ANSIBLE_RETRY_FILES_ENABLED='False', ORCHESTRA_FLEET_TOKEN=TOKEN,
                ORCHESTRA_QUEUE_STORE=str(tmp_path / 'queue.db'))
     env.pop('ANSIBLE_CONFIG', None)
-    argv = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), 'orchestra.fleet.run_workflows',
+    argv = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', 'localhost,', 'orchestra.fleet.run_workflows',
             '-e', json.dumps(extra)] + list(more)
     return subprocess.run(argv, env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           timeout=240, check=False)
