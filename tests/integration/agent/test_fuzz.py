@@ -26,7 +26,10 @@ def test_openapi_fuzz_finds_no_server_errors(busybox_image, selector, workloads,
         workloads(['sh', '-c', 'exit 5'])
     # No token: schemathesis cannot sign, and an unguarded agent lets it reach every mutation's
     # validation and the claim links (signing itself is covered by test_bad_input and the unit tests).
-    handle = start_agent(labels=[selector], config={'max_claim_ttl': 86400})
+    # A body limit above anything the generator makes: a schema-violating body (say 300 long command
+    # items) must reach validation and be answered 400, not stop at the size limit (413, which
+    # schemathesis does not count as a rejection; the limit itself is tested in test_bad_input).
+    handle = start_agent(labels=[selector], config={'max_claim_ttl': 86400, 'max_body_bytes': 16 * 1024 * 1024})
     try:
         handle.wait_state(lambda s: s['docker']['reachable'])
         result = subprocess.run(

@@ -33,6 +33,8 @@ FLEET_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.
 ROLE = os.path.join(FLEET_ROOT, 'roles', 'agent')
 AGENT_SOURCE = os.path.join(ROLE, 'files', 'agent')
 PORT = 9009
+# The fenced-start allow-list the lifecycle installs (rendered into agent.json, accepted by the agent).
+WORKFLOW_IMAGES = ('orchestra-test/busybox:1', 'registry.example/workflows/*')
 RECAP = re.compile(r'^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)', re.M)
 # Paths the role creates with its defaults; all must be gone after state=absent.
 INSTALLED_PATHS = ('/etc/systemd/system/orchestra-agent.service', '/opt/orchestra-agent', '/etc/orchestra-agent',
@@ -141,7 +143,8 @@ class Runner:
     def base_vars(self, token=None):
         """Play variables; token None leaves the role to provision (or reuse) the token in self.token_file."""
         extra = {'target': 'workers', 'orchestra_agent_token_file': self.token_file,
-                 'orchestra_agent_wheelhouse': self.wheelhouse, 'orchestra_agent_labels': [self.label]}
+                 'orchestra_agent_wheelhouse': self.wheelhouse, 'orchestra_agent_labels': [self.label],
+                 'orchestra_agent_workflow_images': list(WORKFLOW_IMAGES)}
         if token is not None:
             extra['orchestra_agent_token'] = token
         if self.tls:
@@ -302,6 +305,8 @@ class TestLifecycle:
             assert 'docker' in user
             config = lab.run(host, 'stat', '-c', '%a %U %G', '/etc/orchestra-agent/agent.json').stdout.split()
             assert config == ['640', 'root', 'orchestra-agent']
+            written = json.loads(lab.run(host, 'cat', '/etc/orchestra-agent/agent.json').stdout)
+            assert (written['workflow_images'], written['workflow_network']) == (list(WORKFLOW_IMAGES), None)
             assert lab.run(host, 'stat', '-c', '%U', '/opt/orchestra-agent/venv/bin/orchestra-agent').stdout.strip() == 'root'
             props = lab.run(host, 'systemctl', 'show', 'orchestra-agent', '-p', 'User', '-p', 'NoNewPrivileges',
                             '-p', 'ProtectSystem', '-p', 'ProtectHome', '-p', 'PrivateTmp').stdout

@@ -35,8 +35,8 @@ def test_the_live_claim_with_its_secret_and_fence_goes_ahead():
     assert fenced.claim_refusal(LIVE, LIVE['id'], True, 7) is None
 
 
-def fields(records, claim=LIVE, up=True):
-    return workload.host_state(up, None if up else 'socket gone', records, frozenset(), claim, 'later')
+def fields(records, up=True):
+    return workload.host_state(up, None if up else 'socket gone', records, frozenset(), LIVE, 'later')
 
 
 def test_host_refusals():
@@ -65,12 +65,16 @@ def test_the_agents_labels_win_over_the_users():
     labels = fenced.container_labels({'team': 'a', 'work': 'forged'}, [('work', None), ('site', 'x')], 'cid', 7, 'wf-1')
     assert labels == {'team': 'a', 'work': '', 'site': 'x', workload.CLAIM_ID_LABEL: 'cid',
                       workload.CLAIM_FENCE_LABEL: '7', workload.WORKFLOW_ID_LABEL: 'wf-1'}
-    assert fenced.reserved_labels({'orchestra.claim.id': 'x', 'orchestra.workflow.id': 'y', 'orchestra.other': 'z'}) == [
-        'orchestra.claim.id', 'orchestra.workflow.id']
+    with pytest.raises(payloads.BadRequest) as refused:
+        payloads.workflow_rules(payloads.workflow_start(start_body(
+            labels={'orchestra.workflow.id': 'y', 'orchestra.other': 'z', 'orchestra.claim.id': 'x'})))
+    assert (refused.value.code, refused.value.message) == (
+        'reserved_label', 'labels the agent sets itself: orchestra.claim.id, orchestra.workflow.id')
+    payloads.workflow_rules(payloads.workflow_start(start_body(labels={'orchestra.other': 'z'})))
 
 
 def test_workflow_ids_are_url_safe_and_unique():
-    ids = {fenced.new_workflow_id() for _ in range(100)}
+    ids = {fenced.new_workflow_id() for _index in range(100)}
     assert len(ids) == 100
     assert all(item.startswith('wf-') and len(item) == 35 and item[3:].isalnum() for item in ids)
 
@@ -168,10 +172,12 @@ def test_workflow_start_payload_defaults():
 ])
 def test_workflow_start_payload_refusals(extra, code):
     with pytest.raises(payloads.BadRequest) as refused:
-        payloads.workflow_start(start_body(**extra))
+        payloads.workflow_rules(payloads.workflow_start(start_body(**extra)))
     assert refused.value.code == code
 
 
 def test_sibling_paths_that_share_a_prefix_do_not_collide():
     files = [{'path': '/etc/a', 'content': 'x'}, {'path': '/etc/a.ini', 'content': 'y'}, {'path': '/etc/ab/c', 'content': 'z'}]
-    assert len(payloads.workflow_start(start_body(files=files))['files']) == 3
+    request = payloads.workflow_start(start_body(files=files))
+    payloads.workflow_rules(request)
+    assert len(request['files']) == 3

@@ -7,7 +7,7 @@ import os
 import secrets
 import socket
 
-from orchestra_agent import __version__, acks, claims, clock, fenced, persist, runs, workload
+from orchestra_agent import __version__, acks, claims, clock, fenced, payloads, persist, runs, workload
 
 LOG = logging.getLogger('orchestra_agent.core')
 
@@ -120,9 +120,7 @@ class Agent:
             raise fenced.Refusal(403, 'image_not_allowed', 'image %s is not in this agent\'s workflow_images allow-list%s'
                                  % (request['image'][:200], '' if self.settings.workflow_images else
                                     ' (empty: fenced starts are disabled on this host)'))
-        reserved = fenced.reserved_labels(request['labels'])
-        if reserved:
-            raise fenced.Refusal(400, 'reserved_label', 'labels the agent sets itself: %s' % ', '.join(reserved)[:200])
+        payloads.workflow_rules(request)
         self.runs.forget_gone(self.watcher.snapshot)
 
         def start(live, secret_ok):
@@ -132,6 +130,9 @@ class Agent:
                 refusal = fenced.host_refusal(self._state_fields(snapshot, live), snapshot.records.values(),
                                               request['claim_id'])
             if refusal is not None:
+                # A stale or foreign fence is what the fence exists for: worth a line in the log.
+                LOG.info('workflow start refused', extra={'fields': {'error': refusal.code, 'claim_id': request['claim_id'],
+                                                                     'fencing': request['fencing'], 'reason': refusal.message}})
                 raise refusal
             return self.runs.start(request, live)
         return self.claims.fenced(request['secret'], start)

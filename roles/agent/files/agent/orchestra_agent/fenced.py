@@ -7,8 +7,6 @@ from datetime import datetime, timezone
 from orchestra_agent import claims, clock, workload
 
 WORKFLOW_ID_LABEL = workload.WORKFLOW_ID_LABEL
-# Labels the agent sets and a request may not: they are the fence at the resource.
-RESERVED_LABEL_PREFIXES = ('orchestra.claim.', 'orchestra.workflow.')
 LOG_TAIL_LINES = 100
 LOG_TAIL_BYTES = 16384
 
@@ -71,10 +69,6 @@ def host_refusal(state_fields, records, claim_id):
     if others:
         return Refusal(409, 'busy', 'host is busy: %s runs for another claim' % ', '.join(others[:5]))
     return None
-
-
-def reserved_labels(labels):
-    return sorted(key for key in labels if key.startswith(RESERVED_LABEL_PREFIXES))
 
 
 def container_labels(user_labels, selectors, claim_id, fencing, workflow_id):

@@ -112,6 +112,7 @@ MAX_COMMAND_ITEMS = 256
 MAX_COMMAND_ITEM = 16384
 MAX_ENV = 128
 MAX_ENV_VALUE = 32768
+MAX_ENV_NAME = 256
 MAX_LABELS = 64
 MAX_LABEL_KEY = 128
 MAX_LABEL_VALUE = 1024
@@ -121,21 +122,27 @@ ENV_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
 CONTAINER_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$')
 # One path component: a conservative set, so the path means the same to Docker, the kernel and a shell.
 PATH_PART = re.compile(r'^[A-Za-z0-9_.@+=,-]+$')
+# Labels the agent sets on a workflow it starts and a request may not: they are the fence at the resource.
+RESERVED_LABEL_PREFIXES = ('orchestra.claim.', 'orchestra.workflow.')
 WORKFLOW_KEYS = ('claim_id', 'secret', 'fencing', 'image', 'command', 'env', 'labels', 'files', 'name')
 
 
-def _string_map(data, key, limit, max_key, max_value, key_pattern=None):
+def _string_map(data, key, limit, max_value):
     value = data.get(key)
     if value is None:
         return {}
     if not isinstance(value, dict) or len(value) > limit:
         raise BadRequest('bad_request', '%s must be an object of at most %d strings' % (key, limit))
     for name, text in value.items():
-        if not 1 <= len(name) <= max_key or (key_pattern is not None and not key_pattern.match(name)):
-            raise BadRequest('bad_request', '%s: bad name %r' % (key, name[:60]))
         if not isinstance(text, str) or len(text) > max_value or '\x00' in text:
             raise BadRequest('bad_request', '%s[%s] must be a string of at most %d characters' % (key, name[:60], max_value))
     return dict(value)
+
+
+def _names(mapping, what, max_key, pattern=None):
+    for name in mapping:
+        if not 1 <= len(name) <= max_key or (pattern is not None and not pattern.match(name)):
+            raise BadRequest('bad_request', '%s: bad name %r' % (what, name[:60]))
 
 
 def _command(data):
@@ -150,13 +157,12 @@ def _command(data):
 
 
 def container_path(path):
-    """A file's mount point: absolute, normalised (no '.', '..' or empty parts), conservative characters."""
+    """A file's mount point, its shape: absolute, no empty parts, conservative characters."""
     if not isinstance(path, str) or not 2 <= len(path) <= MAX_FILE_PATH or not path.startswith('/'):
         raise BadRequest('bad_path', 'a file path must be absolute, 2 to %d characters' % MAX_FILE_PATH)
     for part in path[1:].split('/'):
-        if part in ('', '.', '..') or not PATH_PART.match(part):
-            raise BadRequest('bad_path', 'bad file path %r: no empty, "." or ".." parts; letters, digits and _.@+=,- only'
-                             % path[:200])
+        if not PATH_PART.match(part):
+            raise BadRequest('bad_path', 'bad file path %r: no empty parts; letters, digits and _.@+=,- only' % path[:200])
     return path
 
 
@@ -171,17 +177,6 @@ def _files(data):
         if not isinstance(item, dict) or set(item) != {'path', 'content'} or not isinstance(item['content'], str):
             raise BadRequest('bad_request', 'each file is {"path": "/abs/path", "content": "text"}')
         files.append({'path': container_path(item['path']), 'content': item['content']})
-    paths = set()
-    for item in files:
-        if item['path'] in paths:
-            raise BadRequest('bad_path', 'file path %s is given twice' % item['path'][:200])
-        paths.add(item['path'])
-    for path in sorted(paths):
-        # A file cannot be mounted inside another file: no path may be the parent directory of another.
-        parts = path.split('/')
-        for end in range(2, len(parts)):
-            if '/'.join(parts[:end]) in paths:
-                raise BadRequest('bad_path', 'file paths collide: %s is inside %s' % (path[:200], '/'.join(parts[:end])[:200]))
     return files
 
 
@@ -197,11 +192,39 @@ def workflow_start(data):
         'fencing': _int(data, 'fencing', 0, 2 ** 63 - 1, True),
         'image': _string(data, 'image', 1, MAX_IMAGE, True),
         'command': _command(data),
-        'env': _string_map(data, 'env', MAX_ENV, 256, MAX_ENV_VALUE, ENV_NAME),
-        'labels': _string_map(data, 'labels', MAX_LABELS, MAX_LABEL_KEY, MAX_LABEL_VALUE),
+        'env': _string_map(data, 'env', MAX_ENV, MAX_ENV_VALUE),
+        'labels': _string_map(data, 'labels', MAX_LABELS, MAX_LABEL_VALUE),
         'files': _files(data),
         'name': name,
     }
+
+
+def workflow_rules(request):
+    """The rules of a start request that its JSON schema cannot say; BadRequest names the first one broken.
+
+    Paths must be normalised ('.' and '..' parts would let Docker resolve the mount point
+    elsewhere), unique, and none inside another (a file cannot hold a mount point); environment
+    names must be shell names; label keys 1 to 128 characters and not the agent's own (the fence). Checked after the image allow-list, so a host with
+    fenced starts disabled answers every start with the same 403.
+    """
+    paths = set()
+    for item in request['files']:
+        path = item['path']
+        if any(part in ('.', '..') for part in path.split('/')):
+            raise BadRequest('bad_path', 'bad file path %r: no "." or ".." parts' % path[:200])
+        if path in paths:
+            raise BadRequest('bad_path', 'file path %s is given twice' % path[:200])
+        paths.add(path)
+    for path in sorted(paths):
+        parts = path.split('/')
+        for end in range(2, len(parts)):
+            if '/'.join(parts[:end]) in paths:
+                raise BadRequest('bad_path', 'file paths collide: %s is inside %s' % (path[:200], '/'.join(parts[:end])[:200]))
+    _names(request['env'], 'env', MAX_ENV_NAME, ENV_NAME)
+    _names(request['labels'], 'labels', MAX_LABEL_KEY)
+    reserved = sorted(key for key in request['labels'] if key.startswith(RESERVED_LABEL_PREFIXES))
+    if reserved:
+        raise BadRequest('reserved_label', 'labels the agent sets itself: %s' % ', '.join(reserved)[:200])
 
 
 def workflow_cancel(data):

@@ -144,7 +144,13 @@ class WorkflowRuns:
             shutil.rmtree(directory, ignore_errors=True)
             raise _docker_error(exc)
         entry['container_id'] = created['Id']
-        self._put(entry)
+        try:
+            self._put(entry)
+        except persist.StoreError:
+            # Not recorded, so never started: nothing may run that the agent cannot account for.
+            self._remove_quietly(client, created['Id'])
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
         try:
             client.api.start(created['Id'])
             attrs = client.api.inspect_container(created['Id'])
@@ -206,4 +212,3 @@ class WorkflowRuns:
             raise _docker_error(exc)
         LOG.info('workflow cancelled', extra={'fields': {'workflow_id': entry['id'], 'exit_code': record['exit_code']}})
         return record
-
