@@ -22,7 +22,6 @@ real agent and one real sshd per host over the one lab Docker engine; tears ever
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ sys.path.insert(0, os.path.join(ROOT, 'build', 'collections'))
 
 from ansible_collections.orchestra.fleet.plugins.module_utils.fleet_queue import FleetQueue  # noqa: E402
 from tests.support.fleet_lab import (  # noqa: E402
-    HOST_LABEL, TOKEN, DockerEvents, client, overlaps, remove_containers, runs_from_events, start_host_agent, wait_state)
+    HOST_LABEL, TOKEN, DockerEvents, overlaps, remove_containers, runs_from_events, start_host_agent, wait_state)
 from tests.support.lab import docker_engine  # noqa: E402
 from tests.support.lab.paths import lab_dir  # noqa: E402
 from tests.support.netns import NetnsLab, Sshd, make_client_key  # noqa: E402
@@ -144,7 +143,7 @@ def print_queue(args, ours):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--workflows', type=int, default=200)
     parser.add_argument('--hosts', type=int, default=10)
     parser.add_argument('--seconds', type=float, default=1.0, help='how long each workflow runs (busybox sleep)')

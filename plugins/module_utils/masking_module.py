@@ -258,8 +258,8 @@ def job_timings(job):
 
 def describe_job(job, where=True):
     workflow = job.get('kind') == 'fleet'   # a workflow job on a fleet host (fleet_queue)
-    text = '%s %s (queue id %s, request %s)' % ('workflow' if workflow else 'masking job', job.get('job_name'), job.get('id'),
-                                                 job.get('request_id'))
+    what = 'workflow' if workflow else 'masking job'
+    text = '%s %s (queue id %s, request %s)' % (what, job.get('job_name'), job.get('id'), job.get('request_id'))
     if not where:
         return text
     place = job.get('engine') or ('no host' if workflow else 'no engine')

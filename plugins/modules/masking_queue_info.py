@@ -127,8 +127,8 @@ jobs:
 engines:
   description:
     - The registered engines (see M(orchestra.fleet.masking_engine) RV(orchestra.fleet.masking_engine#module:engine) for the keys).
-    - Fleet hosts that M(orchestra.fleet.workflow_job) registered are listed too, with C(kind) V(fleet) (engines: V(masking))
-      and C(slots) the workflows a host runs at once.
+    - Fleet hosts that M(orchestra.fleet.workflow_job) registered are listed too, with C(kind) V(fleet) (masking engines
+      have V(masking)) and C(slots) the workflows a host runs at once.
   returned: when O(engines=true)
   type: list
   elements: dict

@@ -196,6 +196,10 @@ attributes:
         it would be.
   diff_mode:
     support: none
+  platform:
+    description: Target OS/families that can be operated against.
+    support: full
+    platforms: posix
 notes:
   - The task runs on the controller (C(delegate_to=localhost)); the workflows run on the fleet hosts.
 '''
@@ -283,8 +287,8 @@ job:
     engine: {description: The fleet host., type: str, sample: 10.20.0.11}
     execution_id: {description: The fencing number of the claim the workflow was started under., type: int, sample: 12}
     workflow_id: {description: The agent's workflow id., type: str, sample: 5d0c2a6b9e}
-    error: {description: Why it failed (exit code and the end of its log), or null., type: str, sample: null}
-    error_kind: {description: For a FAILED entry, why (see RV(error_kind))., type: str, sample: null}
+    error: {description: "Why it failed (exit code and the end of its log), or null.", type: str, sample: null}
+    error_kind: {description: "For a FAILED entry, why (see RV(error_kind)).", type: str, sample: null}
 jobs:
   description: Every queue entry this task named, in the order given (the same keys as RV(job)).
   returned: when entries exist
