@@ -88,8 +88,10 @@ class PollStep:
         """The engine or job rows of this step: its kinds, and its engines when the queue drives only some of them
         (FleetQueue's per-host workers: `only_engines`)."""
         names = getattr(self.queue, 'only_engines', None)
-        return [row for row in rows if kind_of(row) in self.kinds
-                and (names is None or (row['engine'] if 'engine' in row else row['name']) in names)]
+
+        def wanted(row):
+            return names is None or (row['engine'] if 'engine' in row else row['name']) in names
+        return [row for row in rows if kind_of(row) in self.kinds and wanted(row)]
 
     def run(self):
         engines = dict((e['name'], e) for e in self.mine(self.store.engines()))

@@ -95,8 +95,8 @@ class FakeAgent:
         self._check_up()
         if method == 'POST' and path == '/v1/workflows':
             live = self._live()
-            if live is None or live['id'] != body['claim_id'] or live['secret'] != body['secret'] \
-                    or live['fencing'] != body['fencing']:
+            held = None if live is None else (live['id'], live['secret'], live['fencing'])
+            if held != (body['claim_id'], body['secret'], body['fencing']):
                 raise agent_client.AgentConflict('HTTP 409 stale_claim: not the current claim', status=409, code='stale_claim')
             if self.running():
                 raise agent_client.AgentConflict('HTTP 409 busy', status=409, code='busy')
