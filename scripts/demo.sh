@@ -21,5 +21,11 @@ stop_docker() {
     fi
 }
 trap stop_docker EXIT
+# The workflows the demo dispatches onto the local agent run this image (imported offline; none without Docker).
+if [ -z "${ORCHESTRA_DEMO_WORKFLOW_IMAGE:-}" ] && docker info >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    if image=$(cd "$staged" && python -c 'from tests.support.lab import docker_engine; print(docker_engine.ensure_busybox_image())' 2>/dev/null); then
+        export ORCHESTRA_DEMO_WORKFLOW_IMAGE=$image
+    fi
+fi
 cd "$staged"
 ansible-playbook orchestra.fleet.demo "$@"

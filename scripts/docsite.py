@@ -22,6 +22,7 @@ GUIDES = (
     ('role-agent.md', 'agent_role_guide'),
     ('agent.md', 'agent_guide'),
     ('masking-queue.md', 'masking_queue_guide'),
+    ('fleet-scheduling.md', 'fleet_scheduling_guide'),
     ('delphix-simulator.md', 'delphix_simulator_guide'),
     ('report.md', 'report_guide'),
     ('architecture.md', 'architecture_guide'),

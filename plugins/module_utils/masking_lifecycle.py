@@ -31,12 +31,20 @@ from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors imp
     DriverError, EngineAuthError, EngineConflict, EngineJobAmbiguous, EngineJobNotFound, EngineNotReached,
     EngineUnavailable, ExecutionOwned, MaskingQueueError, MissingCredentials)
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_states import (
-    CANCELLED, ENGINE_QUEUED, ENGINE_TERMINAL, FAILED, QUEUED, RUNNING, SCHEDULED, STARTING, from_engine_status)
+    CANCELLED, ENGINE_QUEUED, ENGINE_TERMINAL, FAILED, MASKING, QUEUED, RUNNING, SCHEDULED, STARTING, from_engine_status, kind_of)
 
 STAT_KEYS = ('started', 'recovered', 'refreshed', 'finished', 'requeued', 'cancelled', 'start_errors', 'unreachable',
              'waiting_for_credentials')
 # Refusals before anything ran: a retry with the same job and credentials cannot help.
 REFUSALS = (EngineJobNotFound, EngineAuthError, EngineJobAmbiguous, MissingCredentials)
+
+
+def follow(driver, rows):
+    """Tell a driver which queue rows it is about to be asked about (the fleet driver learns their host claims
+    from them, to renew, cancel or release them); drivers without the hook ignore it."""
+    hook = getattr(driver, 'following', None)
+    if hook is not None:
+        hook(rows)
 
 
 def new_stats():
@@ -73,9 +81,20 @@ class PollStep:
         self.clock = queue.clock
         self.owner = queue.owner
         self.stats = stats if stats is not None else new_stats()
+        # The kinds of capacity this process drives (a masking waiter leaves workflow jobs to a fleet waiter).
+        self.kinds = tuple(getattr(queue, 'kinds', (MASKING,)))
+
+    def mine(self, rows):
+        """The engine or job rows of this step: its kinds, and its engines when the queue drives only some of them
+        (FleetQueue's per-host workers: `only_engines`)."""
+        names = getattr(self.queue, 'only_engines', None)
+
+        def wanted(row):
+            return names is None or (row['engine'] if 'engine' in row else row['name']) in names
+        return [row for row in rows if kind_of(row) in self.kinds and wanted(row)]
 
     def run(self):
-        engines = dict((e['name'], e) for e in self.store.engines())
+        engines = dict((e['name'], e) for e in self.mine(self.store.engines()))
         self.recover_starting(engines)
         self.start_scheduled(engines)
         self.refresh_active(engines)
@@ -106,7 +125,7 @@ class PollStep:
         concurrent pollers spread over the engines instead of racing for the same jobs."""
         by_engine = {}
         now = self.clock()
-        for row in self.store.jobs(states=[SCHEDULED]):
+        for row in self.mine(self.store.jobs(states=[SCHEDULED])):
             engine = engines.get(row['engine'])
             if row['cancel_requested']:
                 self.cancel_unstarted(row, now)
@@ -268,7 +287,7 @@ class PollStep:
 
     # ---- recover -------------------------------------------------------------------------------
     def recover_starting(self, engines):
-        for row in self.store.jobs(states=[STARTING]):
+        for row in self.mine(self.store.jobs(states=[STARTING])):
             now = self.clock()
             if row['lease_until'] is not None and row['lease_until'] > now and not (
                     holder_gone(row['owner']) and now >= row['updated_at'] + self.queue.dead_holder_grace):
@@ -320,6 +339,8 @@ class PollStep:
         now = self.clock()
         fields = {'execution_id': info.execution_id, 'engine_job_id': info.engine_job_id, 'engine_status': info.status,
                   'started_at': info.start_time or now, 'lease_until': None, 'next_try_at': None}
+        # A driver may record more about what it started (the fleet driver: the host claim and workflow id).
+        fields.update(getattr(driver, 'adopt_fields', lambda _row, _info: {})(row, info))
         try:
             if info.status in ENGINE_TERMINAL:
                 self.finish(row, info, engine, driver, extra=fields)
@@ -337,6 +358,9 @@ class PollStep:
     def final_change(self, row, info, engine, driver, extra=None):
         """The transition that records a finished execution: (job_id, from, attempt, to, detail, fields)."""
         now = self.clock()
+        settle = getattr(driver, 'settle', None)
+        if settle is not None:
+            settle(row)   # before the slot is given back (the fleet driver releases the host's claim here)
         detail = driver.failure_detail(info.execution_id) if info.status in ('FAILED', 'WARNING') else None
         error = None
         if info.status == 'FAILED':
@@ -379,6 +403,7 @@ class PollStep:
         """Cancel on the engine, guarded by the status we believe it has (expectedStatus), then settle."""
         expected = row['engine_status'] if row['engine_status'] in ('QUEUED', 'RUNNING') else (
             'QUEUED' if row['state'] == ENGINE_QUEUED else 'RUNNING')
+        follow(driver, [row])
         info = None
         for _try in range(3):
             try:
@@ -405,7 +430,7 @@ class PollStep:
     # ---- refresh -------------------------------------------------------------------------------
     def refresh_active(self, engines):
         by_engine = {}
-        for row in self.store.jobs(states=[RUNNING, ENGINE_QUEUED]):
+        for row in self.mine(self.store.jobs(states=[RUNNING, ENGINE_QUEUED])):
             by_engine.setdefault(row['engine'], []).append(row)
         for name, rows in sorted(by_engine.items()):
             engine = engines.get(name)
@@ -416,6 +441,7 @@ class PollStep:
             if not cancels and self.queue.refresh_interval > 0 and not self.store.claim_turn(
                     'refresh:' + name, self.owner, self.queue.refresh_interval, self.clock()):
                 continue   # another process asked this engine a moment ago
+            follow(driver, rows)
             try:
                 infos = driver.statuses(dict((row['execution_id'], row['engine_status']) for row in rows))
             except EngineUnavailable as exc:

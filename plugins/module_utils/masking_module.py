@@ -257,12 +257,14 @@ def job_timings(job):
 
 
 def describe_job(job, where=True):
-    text = 'masking job %s (queue id %s, request %s)' % (job.get('job_name'), job.get('id'), job.get('request_id'))
+    workflow = job.get('kind') == 'fleet'   # a workflow job on a fleet host (fleet_queue)
+    what = 'workflow' if workflow else 'masking job'
+    text = '%s %s (queue id %s, request %s)' % (what, job.get('job_name'), job.get('id'), job.get('request_id'))
     if not where:
         return text
-    place = job.get('engine') or 'no engine'
+    place = job.get('engine') or ('no host' if workflow else 'no engine')
     if job.get('execution_id') is not None:
-        place += ', execution %s' % job['execution_id']
+        place += ', %s %s' % ('fence' if workflow else 'execution', job['execution_id'])
     return '%s on %s' % (text, place)
 
 

@@ -29,7 +29,7 @@ from ansible_collections.orchestra.fleet.plugins.module_utils.masking_lifecycle 
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_placement import decide, has_room
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_sql import DEFAULT_OUTAGE_TIMEOUT
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_states import (
-    CANCELLED, ENGINE_QUEUED, FAILED, QUEUED, RUNNING, SCHEDULED, STATES, TERMINAL_STATES)
+    CANCELLED, ENGINE_QUEUED, FAILED, MASKING, QUEUED, RUNNING, SCHEDULED, STATES, TERMINAL_STATES, kind_of)
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_store import open_store, same_request
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_views import (
     engine_dict, explain, history_dict, iso, job_dict)
@@ -85,6 +85,11 @@ def _validate_jobs(jobs):
 class MaskingQueue:
     """The queue: engines, jobs, the scheduler and poll steps, waiting, info. Safe to use from many processes."""
 
+    # The kinds of capacity this object drives in its poll steps, and the leader lease its waiters share
+    # (fleet_queue.FleetQueue drives the fleet under a lease of its own, so neither kind waits on the other).
+    kinds = (MASKING,)
+    leader_lease = LEADER_LEASE
+
     def __init__(self, store_url, credentials=None, driver_factory=None, clock=time.time, sleep=time.sleep,
                  start_lease=300.0, retry_delay=5.0, max_start_attempts=10, probe_interval=15.0, refresh_interval=0.5,
                  dead_holder_grace=60.0, policy=None, owner=None, read_only=False, outage_timeout=DEFAULT_OUTAGE_TIMEOUT,
@@ -100,7 +105,7 @@ class MaskingQueue:
         to start it before it fails with NoCredentials."""
         self._store = open_store(store_url, create=not read_only, outage_timeout=outage_timeout)
         self._credentials = dict(credentials or {})   # memory only
-        self._factory = driver_factory or DelphixDriverFactory()
+        self._factories = {MASKING: driver_factory or DelphixDriverFactory()}   # kind of capacity -> driver factory
         self.clock = clock
         self._sleep = sleep
         self.start_lease = float(start_lease)
@@ -214,7 +219,7 @@ class MaskingQueue:
 
     def check_carrier(self, job_name, environment=None, engine=None, max_memory_mb=None):
         """Raise UnknownEngine / NoCarrier unless a registered engine carries the job (whatever its load now)."""
-        engines = self._store.engines()
+        engines = [e for e in self._store.engines() if kind_of(e) == MASKING]
         if engine is not None and not any(e['name'] == engine for e in engines):
             raise UnknownEngine('no engine named %s is registered in the queue (known: %s); nothing was queued'
                                 % (engine, ', '.join(e['name'] for e in engines) or 'none'))
@@ -268,8 +273,11 @@ class MaskingQueue:
         if cached is not None and cached[0] == key:
             return cached[1]
         credentials = self._credentials.get(engine['name']) or self._credentials.get('*')
+        factory = self._factories.get(kind_of(engine))
+        if factory is None:
+            return None   # a kind of capacity this process does not drive
         try:
-            driver = self._factory(engine, credentials)
+            driver = factory(engine, credentials)
         except MissingCredentials:
             driver = None
         self._drivers[engine['name']] = (key, driver)
@@ -339,7 +347,7 @@ class MaskingQueue:
                 interrupt.__class__.__name__, what), self._jobs_out([by_id[job_id] for job_id in ids]))
         finally:
             try:
-                self._store.release_lease(LEADER_LEASE, self.owner)
+                self._store.release_lease(self.leader_lease, self.owner)
             except StoreUnavailable:
                 pass
             self.close_drivers()
@@ -358,7 +366,7 @@ class MaskingQueue:
             if all(row['state'] in TERMINAL_STATES for row in rows) or self.clock() >= deadline:
                 return rows
             busy = False
-            if self._store.acquire_lease(LEADER_LEASE, self.owner, ttl, self.clock()) is not None:
+            if self._store.acquire_lease(self.leader_lease, self.owner, ttl, self.clock()) is not None:
                 result = self.drive_once()
                 busy = result['schedule']['placed'] > 0 or result['poll']['finished'] > 0
                 rows = self._store.jobs(ids=sorted(set(ids)))

@@ -109,4 +109,18 @@ MIGRATIONS = [
                        'WHEN (OLD.state IS DISTINCT FROM NEW.state) EXECUTE FUNCTION orchestra_count_jobs()'},
         'INSERT INTO job_counts (state, n) SELECT state, COUNT(*) FROM jobs GROUP BY state',
     ]),
+    # Number 3 is issue 11's; the runner applies whichever known migration a database lacks, so either may land first.
+    (4, 'two kinds of capacity: fleet hosts beside masking engines, workflow jobs beside masking jobs', [
+        "ALTER TABLE engines ADD COLUMN kind TEXT NOT NULL DEFAULT 'masking'",
+        "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'masking'",
+        # A workflow job's container spec (JSON: image, command, env, labels, files); NULL for a masking job.
+        'ALTER TABLE jobs ADD COLUMN spec TEXT',
+        # The host claim a workflow runs under, so whichever controller sees it end can release it. The secret
+        # only renews or releases that one claim (useless once released or expired); the agent token is never stored.
+        'ALTER TABLE jobs ADD COLUMN claim_id TEXT',
+        'ALTER TABLE jobs ADD COLUMN claim_secret TEXT',
+        # The agent's id of the workflow (its fencing number is the job's execution_id).
+        'ALTER TABLE jobs ADD COLUMN workflow_id TEXT',
+        'CREATE INDEX jobs_by_kind ON jobs (kind, state, priority, id)',
+    ]),
 ]

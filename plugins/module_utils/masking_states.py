@@ -42,6 +42,17 @@ ENGINE_TERMINAL = frozenset(TERMINAL_STATES)     # the engine's terminal statuse
 ENGINE_WAITING = frozenset(('QUEUED', 'WAITING'))
 
 
+# The kinds of capacity that share the queue: Delphix masking engines (slots) and fleet hosts (lazy hosts whose
+# agents start workflow containers). Engines and jobs carry their kind; a job goes only to its own kind.
+MASKING, FLEET = 'masking', 'fleet'
+KINDS = (MASKING, FLEET)
+
+
+def kind_of(row):
+    """The kind of an engine or job row (rows from before schema migration 4, and test doubles, are masking)."""
+    return row.get('kind') or MASKING
+
+
 class IllegalTransition(MaskingQueueError):
     """A programming error: a writer tried a move the state machine does not allow."""
 

@@ -20,8 +20,8 @@ from ansible_collections.orchestra.fleet.plugins.module_utils.masking_placement 
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_schema import MIGRATIONS
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_sql import DEFAULT_OUTAGE_TIMEOUT, Database, dialect_for
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_states import (
-    ACTIVE_STATES, CANCELLED, ENGINE_QUEUED, FAILED, QUEUED, RUNNING, SCHEDULED, SLOT_STATES, STARTED_STATES, STARTING,
-    STATES, SUCCEEDED, TERMINAL_STATES, TRANSITIONS, UNFINISHED_STATES, WARNING, check_transition)
+    ACTIVE_STATES, CANCELLED, ENGINE_QUEUED, FAILED, KINDS, MASKING, QUEUED, RUNNING, SCHEDULED, SLOT_STATES, STARTED_STATES,
+    STARTING, STATES, SUCCEEDED, TERMINAL_STATES, TRANSITIONS, UNFINISHED_STATES, WARNING, check_transition, kind_of)
 
 # The store's own names, and the state names callers have always imported from here (masking_states owns them).
 __all__ = ['Store', 'open_store', 'dialect_for', 'same_request', 'engine_changes', 'JOB_COLUMNS', 'QUEUED_COLUMNS',
@@ -31,14 +31,15 @@ __all__ = ['Store', 'open_store', 'dialect_for', 'same_request', 'engine_changes
 JOB_COLUMNS = ('id', 'request_id', 'job_name', 'environment', 'priority', 'engine_affinity', 'max_memory_mb', 'state',
                'attempt', 'reason', 'engine', 'owner', 'engine_job_id', 'execution_id', 'engine_status', 'not_before',
                'start_marker', 'lease_until', 'next_try_at', 'start_failures', 'cancel_requested', 'rows_masked',
-               'rows_total', 'error', 'error_kind', 'submitted_at', 'scheduled_at', 'started_at', 'finished_at', 'updated_at')
+               'rows_total', 'error', 'error_kind', 'submitted_at', 'scheduled_at', 'started_at', 'finished_at', 'updated_at',
+               'kind', 'spec', 'claim_id', 'claim_secret', 'workflow_id')
 JOB_FIELDS = ', '.join(JOB_COLUMNS)
 ENGINE_COLUMNS = ('name', 'url', 'slots', 'memory_mb', 'enabled', 'drained', 'jobs', 'verify', 'last_error',
-                  'unreachable_since', 'last_probe_at', 'created_at', 'updated_at')
+                  'unreachable_since', 'last_probe_at', 'created_at', 'updated_at', 'kind')
 ENGINE_FIELDS = ', '.join(ENGINE_COLUMNS)
 ENGINE_SETTINGS = ('url', 'slots', 'memory_mb', 'jobs', 'enabled', 'drained', 'verify')
 ENGINE_DEFAULTS = {'memory_mb': None, 'jobs': None, 'enabled': True, 'drained': False, 'verify': True}
-UPDATABLE_JOB_FIELDS = frozenset(JOB_COLUMNS) - {'id', 'request_id', 'state', 'submitted_at'}
+UPDATABLE_JOB_FIELDS = frozenset(JOB_COLUMNS) - {'id', 'request_id', 'state', 'submitted_at', 'kind', 'spec'}
 HISTORY_INSERT = ('INSERT INTO job_history (job_id, at, from_state, to_state, attempt, engine, execution_id, detail, actor) ')
 
 QUEUED_COLUMNS = ('id', 'job_name', 'environment', 'priority', 'engine_affinity', 'max_memory_mb', 'attempt')
@@ -113,13 +114,29 @@ class Store(Database):
         return self.read(current)
 
     def _latest(self):
-        return self.migrations[-1][0] if self.migrations else 0
+        return max(version for version, _description, _statements in self.migrations) if self.migrations else 0
+
+    def applied_versions(self):
+        """The migration numbers the database holds (empty before the first)."""
+        def current(tx):
+            if not self.dialect.has_table(tx.cur, 'schema_version'):
+                return set()
+            return set(row['version'] for row in tx.rows('SELECT version FROM schema_version'))
+        return self.read(current)
+
+    def _missing(self, applied):
+        # By set, not by the highest number: migrations of parallel branches (3 and 4) may land in either order.
+        return [version for version, _description, _statements in self.migrations if version not in applied]
 
     def _check_readable(self):
         have, latest = self.schema_version(), self._latest()
         if have is None:
             raise StoreUnavailable('%s holds no masking queue (no schema): check the store path; reading never creates one'
                                    % self.describe())
+        missing = self._missing(self.applied_versions()) if have == latest else None
+        if missing:
+            raise StoreUnavailable('the queue database %s lacks schema migrations %s: run a task that writes '
+                                   '(masking_schedule) to migrate it' % (self.describe(), ', '.join(map(str, missing))))
         if have != latest:
             raise StoreUnavailable('the queue database %s has schema version %d, this collection reads version %d: run a '
                                    'task that writes (masking_schedule) to migrate it, or upgrade orchestra.fleet'
@@ -128,21 +145,22 @@ class Store(Database):
     def migrate(self):
         """Apply missing migrations, each in its own transaction, serialised between processes."""
         latest = self._latest()
-        if self.schema_version() == latest:
+        applied = self.applied_versions()
+        if not self._missing(applied) and max(applied or [0]) <= latest:
             return []
 
         def apply(tx):
             self.dialect.lock_migrations(tx.cur)
             tx.execute('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, description TEXT, '
                        'applied_at DOUBLE PRECISION NOT NULL)')
-            row = tx.one('SELECT MAX(version) AS version FROM schema_version')
-            have = (row or {}).get('version') or 0
+            done = set(row['version'] for row in tx.rows('SELECT version FROM schema_version'))
+            have = max(done) if done else 0
             if have > latest:
                 raise StoreUnavailable('the queue database %s has schema version %d, newer than this collection knows (%d): '
                                        'upgrade orchestra.fleet' % (self.describe(), have, latest))
             applied = []
             for version, description, statements in self.migrations:
-                if version <= have:
+                if version in done:
                     continue
                 for statement in statements:
                     if isinstance(statement, dict):   # where the two databases' SQL differs (triggers)
@@ -165,11 +183,12 @@ class Store(Database):
         engine['jobs'] = json.loads(engine['jobs']) if engine['jobs'] is not None else None
         return engine
 
-    def upsert_engine(self, name, now, dry_run=False, **wanted):
+    def upsert_engine(self, name, now, dry_run=False, kind=MASKING, **wanted):
         """Create or update an engine -> (changes {setting: (before, after)}, engine with use).
 
         Settings left out or None keep their value (defaults for a new engine, which needs url and slots).
-        With dry_run nothing is written and the engine is returned as it would be.
+        With dry_run nothing is written and the engine is returned as it would be. `kind` is the kind of
+        capacity (masking engine or fleet host): set when the row is created, never changed by an update.
         """
         unknown = set(wanted) - set(ENGINE_SETTINGS)
         if unknown:
@@ -180,14 +199,17 @@ class Store(Database):
                                               (name,)))
             if current is None and (wanted.get('url') is None or wanted.get('slots') is None):
                 raise InvalidRequest('engine %s is not registered yet: url and slots are required to add it' % name)
+            if current is not None and kind_of(current) != kind:
+                raise InvalidRequest('%s is already registered as a %s, not a %s: names are shared by both kinds of capacity'
+                                     % (name, kind_of(current), kind))
             changes = engine_changes(current, wanted)
             if dry_run or not changes:
                 return changes, current
             if current is None:
                 keys = list(ENGINE_SETTINGS)
-                tx.execute('INSERT INTO engines (name, %s, created_at, updated_at) VALUES (?, %s, ?, ?)'
+                tx.execute('INSERT INTO engines (name, %s, kind, created_at, updated_at) VALUES (?, %s, ?, ?, ?)'
                            % (', '.join(keys), _placeholders(len(keys))),
-                           [name] + [_db_value(key, changes[key][1]) for key in keys] + [now, now])
+                           [name] + [_db_value(key, changes[key][1]) for key in keys] + [kind, now, now])
             else:
                 keys = sorted(changes)
                 tx.execute('UPDATE engines SET %s, updated_at = ? WHERE name = ?' % ', '.join('%s = ?' % key for key in keys),
@@ -198,7 +220,7 @@ class Store(Database):
             return changes, self.engine(name)
         base = self.engine(name) if current is not None else dict(
             name=name, slots_used=0, memory_used_mb=0, active_jobs=set(), last_error=None, unreachable_since=None,
-            last_probe_at=None)
+            last_probe_at=None, kind=kind)
         return changes, dict(base, **dict((key, after) for key, (_before, after) in changes.items()))
 
     def delete_engine(self, name, now, force=False, dry_run=False):
@@ -274,14 +296,16 @@ class Store(Database):
                                                (error, now, name)))
 
     # ---- jobs --------------------------------------------------------------------------------
-    def enqueue(self, request_id, job_name, environment, priority, engine_affinity, max_memory_mb, now, actor=None):
-        """Insert a job unless its request id exists; returns (created, job)."""
+    def enqueue(self, request_id, job_name, environment, priority, engine_affinity, max_memory_mb, now, actor=None,
+                kind=MASKING, spec=None):
+        """Insert a job unless its request id exists; returns (created, job). kind/spec: a workflow job's (JSON text)."""
         def apply(tx):
             created = tx.execute(
                 'INSERT INTO jobs (request_id, job_name, environment, priority, engine_affinity, max_memory_mb, state, attempt, '
-                'reason, submitted_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING',
+                'reason, submitted_at, updated_at, kind, spec) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?) '
+                'ON CONFLICT (request_id) DO NOTHING',
                 (request_id, job_name, environment, int(priority), engine_affinity, max_memory_mb, QUEUED,
-                 None, now, now)) == 1
+                 None, now, now, kind, spec)) == 1
             job = tx.one('SELECT %s FROM jobs WHERE request_id = ?' % JOB_FIELDS, (request_id,))
             if created:
                 self._history(tx, job['id'], now, None, QUEUED, 0, None, None, 'enqueued', actor)
@@ -487,12 +511,18 @@ class Store(Database):
         check_transition(QUEUED, SCHEDULED)
 
         def apply(tx):
-            engines = self._engines_with_use(tx)
-            # Plain tuples in QUEUED_COLUMNS order: a step may read 10,000 of them.
-            tx.execute('SELECT %s FROM jobs WHERE state = ? AND (next_try_at IS NULL OR next_try_at <= ?) '
-                       'ORDER BY priority DESC, id' % ', '.join(QUEUED_COLUMNS), (QUEUED, now))
-            queued = tx.cur.fetchall()
-            assignments = decide(queued, engines)
+            all_engines = self._engines_with_use(tx)
+            queued, assignments = [], []
+            for kind in KINDS:
+                # Each kind of job goes only to its own kind of capacity (a workflow never to a masking engine).
+                engines = [engine for engine in all_engines if kind_of(engine) == kind]
+                # Plain tuples in QUEUED_COLUMNS order: a step may read 10,000 of them.
+                tx.execute('SELECT %s FROM jobs WHERE state = ? AND kind = ? AND (next_try_at IS NULL OR next_try_at <= ?) '
+                           'ORDER BY priority DESC, id' % ', '.join(QUEUED_COLUMNS), (QUEUED, kind, now))
+                waiting = tx.cur.fetchall()
+                queued += waiting
+                if waiting and engines:
+                    assignments += decide(waiting, engines)
             for chunk in _chunks(assignments):
                 # One statement per chunk: the engine comes from a CASE on the id. state = QUEUED is the
                 # compare-and-set: a job cancelled since we read it stays cancelled. Only this transaction

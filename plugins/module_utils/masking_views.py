@@ -9,16 +9,16 @@ Pure functions: no database, no clock of their own (the caller passes `now`).
 import datetime
 
 from ansible_collections.orchestra.fleet.plugins.module_utils import masking_placement as placement
-from ansible_collections.orchestra.fleet.plugins.module_utils.masking_states import QUEUED, RUNNING
+from ansible_collections.orchestra.fleet.plugins.module_utils.masking_states import QUEUED, RUNNING, kind_of
 
 RUNNING_STATES = (RUNNING,)
 
 JOB_KEYS = ('id', 'request_id', 'job_name', 'environment', 'priority', 'engine_affinity', 'max_memory_mb', 'state',
             'attempt', 'reason', 'engine', 'execution_id', 'engine_status', 'rows_masked', 'rows_total', 'error',
-            'error_kind', 'start_marker')
+            'error_kind', 'start_marker', 'kind', 'workflow_id')
 JOB_TIMES = ('submitted_at', 'scheduled_at', 'started_at', 'finished_at')
 ENGINE_KEYS = ('name', 'url', 'slots', 'memory_mb', 'enabled', 'drained', 'jobs', 'verify', 'slots_used',
-               'memory_used_mb', 'last_error')
+               'memory_used_mb', 'last_error', 'kind')
 
 
 def iso(epoch):
@@ -32,6 +32,7 @@ def iso(epoch):
 def job_dict(row):
     """A job row -> the dict the modules return (times as ISO-8601 UTC)."""
     job = dict((key, row.get(key)) for key in JOB_KEYS)
+    job['kind'] = kind_of(row)
     job['cancel_requested'] = bool(row['cancel_requested'])
     job.update((key, iso(row[key])) for key in JOB_TIMES)
     job['progress'] = progress(row)
@@ -77,17 +78,18 @@ def explain(rows, engines, now, policy=None):
     current, and a step over 10,000 waiting jobs writes only the ones it places. A stored reason
     stands while its job is held back on purpose (next_try_at in the future, e.g. after an HTTP 409).
     """
-    states = None
+    states = {}   # kind of capacity -> its engines' states: a job waits only for its own kind
     by_kind = {}
     result = []
     for row in rows:
         if row['state'] == QUEUED and (row['next_try_at'] is None or row['next_try_at'] <= now or not row['reason']):
-            if states is None:
-                states = [placement.engine_state(e) for e in engines]
+            capacity = kind_of(row)
+            if capacity not in states:
+                states[capacity] = [placement.engine_state(e) for e in engines if kind_of(e) == capacity]
             job = placement.queued_job(row)
-            kind = (job.job_name, job.environment, job.engine_affinity, job.max_memory_mb)
+            kind = (capacity, job.job_name, job.environment, job.engine_affinity, job.max_memory_mb)
             if kind not in by_kind:
-                by_kind[kind] = placement.pending_reason(job, states, policy)
+                by_kind[kind] = placement.pending_reason(job, states[capacity], policy)
             row = dict(row, reason=by_kind[kind])
         result.append(row)
     return result

@@ -13,7 +13,7 @@ description:
     carries out requested cancels.
   - Safe to run from many processes at once. Run it from cron or an AWX schedule next to
     M(orchestra.fleet.masking_schedule), or use the C(orchestra.fleet.schedule) playbook.
-  - With O(follow=true) it keeps scheduling and polling until no job is queued, scheduled, starting or running (or
+  - With O(follow=true) it keeps scheduling and polling until no masking job is queued, scheduled, starting or running (or
     O(timeout) passes). Jobs that end in failure do not fail this task; read them with
     M(orchestra.fleet.masking_queue_info).
   - Talks to the engines, so it needs their credentials (O(username)/O(password) or O(engine_credentials)).
@@ -121,8 +121,9 @@ def step_changed(step):
 
 
 def active_ids(queue):
+    """The unfinished masking jobs (workflow jobs on the fleet are driven by workflow_job, not here)."""
     info = queue.info(jobs=True, engines=False, states=list(UNFINISHED_STATES))
-    return [job['id'] for job in info.get('jobs') or ()]
+    return [job['id'] for job in info.get('jobs') or () if job.get('kind', 'masking') == 'masking']
 
 
 def follow(module, queue):
@@ -150,7 +151,7 @@ def main():
     queue = open_queue(module)
     with queue_errors(module, store_url=store_url_of(module)):
         step = queue.poll_step()
-        steps = 1
+        steps, left = 1, []
         if params['follow']:
             queue.schedule_step()
             rounds, left = follow(module, queue)
@@ -163,8 +164,8 @@ def main():
         module.fail_json(msg='%d scheduled masking jobs wait on engines this task has no credentials for: give it '
                          'username/password or engine_credentials' % step['waiting_for_credentials'],
                          error_kind='no_credentials', **result)
-    if params['follow'] and summary['active']:
-        module.fail_json(msg='%d masking jobs still active after %d s' % (summary['active'], params['timeout']),
+    if params['follow'] and left:
+        module.fail_json(msg='%d masking jobs still active after %d s' % (len(left), params['timeout']),
                          error_kind='timeout', **result)
     module.exit_json(**result)
 

@@ -94,6 +94,9 @@ jobs:
     - Each job also has C(progress), from the row counts the poll step records while the engine runs the job
       (C(percent), null while unknown; C(counting), true while the engine still counts rows; C(rows_per_second), the
       observed rate; C(eta_at), when the rest would be done at that rate, ISO-8601 UTC).
+    - Workflow jobs on the fleet (M(orchestra.fleet.workflow_job)) are listed beside masking jobs, told apart by
+      C(kind) (V(masking) or V(fleet)); a workflow's C(engine) is its host, its C(execution_id) the fencing number of
+      the host claim it started under, and C(workflow_id) the agent's id of it (null for masking jobs).
   returned: when O(jobs=true)
   type: list
   elements: dict
@@ -122,7 +125,10 @@ jobs:
       timings: {queued_seconds: null, run_seconds: null, total_seconds: null}
       progress: {percent: null, counting: false, rows_per_second: null, eta_at: null}
 engines:
-  description: The registered engines (see M(orchestra.fleet.masking_engine) RV(orchestra.fleet.masking_engine#module:engine) for the keys).
+  description:
+    - The registered engines (see M(orchestra.fleet.masking_engine) RV(orchestra.fleet.masking_engine#module:engine) for the keys).
+    - Fleet hosts that M(orchestra.fleet.workflow_job) registered are listed too, with C(kind) V(fleet) (masking engines
+      have V(masking)) and C(slots) the workflows a host runs at once.
   returned: when O(engines=true)
   type: list
   elements: dict

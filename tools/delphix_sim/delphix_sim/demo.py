@@ -95,18 +95,23 @@ def _log(line):
 class Agent:
     """The collection's own agent (python -m orchestra_agent from its source folder) on a loopback port."""
 
-    def __init__(self, source, state_dir, token, timeout=30.0):
+    def __init__(self, source, state_dir, token, timeout=30.0, workflow_image=None):
         with socket.socket() as probe:
             probe.bind(('127.0.0.1', 0))
             self.port = probe.getsockname()[1]
         self.url = 'http://127.0.0.1:%d' % self.port
         os.makedirs(state_dir, exist_ok=True)
         env = dict(os.environ, PYTHONPATH=source, PYTHONDONTWRITEBYTECODE='1', ORCHESTRA_AGENT_TOKEN=token)
+        config = []
+        if workflow_image:   # the one image the demo's workflows may run (the agent's allow-list)
+            config_path = state_dir.rstrip(os.sep) + '.config.json'
+            _write_json(config_path, {'workflow_images': [workflow_image], 'workflow_network': 'none'})
+            config = ['--config', config_path]
         log = open(state_dir.rstrip(os.sep) + '.log', 'ab')  # pylint: disable=consider-using-with  # the child keeps it
         try:
             self.proc = subprocess.Popen(  # pylint: disable=consider-using-with  # stopped by stop()
                 [sys.executable, '-m', 'orchestra_agent', '--listen', '127.0.0.1', '--port', str(self.port),
-                 '--state-dir', state_dir, '--label', 'orchestra.demo'],
+                 '--state-dir', state_dir, '--label', 'orchestra.demo'] + config,
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         finally:
             log.close()
@@ -127,7 +132,7 @@ class Agent:
         stop_process(self.proc)
 
 
-def serve(directory, max_seconds, agent_source=None):
+def serve(directory, max_seconds, agent_source=None, workflow_image=None):
     """Own the lab's processes until SIGTERM or max_seconds; always stop them on the way out."""
     sims, agent = [], None
     stopping = {'now': False}
@@ -151,8 +156,9 @@ def serve(directory, max_seconds, agent_source=None):
         else:
             try:
                 token = secrets.token_hex(16)
-                agent = Agent(agent_source, os.path.join(directory, 'agent-state'), token)
-                agent_info = {'url': agent.url, 'port': agent.port, 'pid': agent.pid, 'token': token}
+                agent = Agent(agent_source, os.path.join(directory, 'agent-state'), token, workflow_image=workflow_image)
+                agent_info = {'url': agent.url, 'port': agent.port, 'pid': agent.pid, 'token': token,
+                              'workflow_image': workflow_image}
                 _log('started agent pid=%s url=%s' % (agent.pid, agent.url))
             except Exception as error:  # pylint: disable=broad-except  # the demo shows the rest without an agent
                 agent_note = 'the local agent did not start: %s' % str(error).splitlines()[0][:300]
@@ -254,13 +260,14 @@ def down(directory):
     return {'stopped': [p for p in [pid] + children if p], 'dir': directory}
 
 
-def up(directory, max_seconds, agent_source=None, timeout=60.0):
+def up(directory, max_seconds, agent_source=None, timeout=60.0, workflow_image=None):
     """Start the supervisor and return the lab once every part answers."""
     os.makedirs(directory, exist_ok=True)
     down(directory)   # a lab left over from an interrupted run
     env = dict(os.environ)
     env['PYTHONPATH'] = PACKAGE_PARENT + (os.pathsep + env['PYTHONPATH'] if env.get('PYTHONPATH') else '')
     extra = ['--agent-source', os.path.abspath(agent_source)] if agent_source else []
+    extra += ['--workflow-image', workflow_image] if workflow_image else []
     log = open(os.path.join(directory, LOG_FILE), 'ab')  # pylint: disable=consider-using-with  # the child keeps it
     try:
         proc = subprocess.Popen(  # pylint: disable=consider-using-with  # outlives this command on purpose
@@ -306,13 +313,14 @@ def main(argv=None):
     parser.add_argument('--dir', default=None, help='state directory (default $ORCHESTRA_DEMO_DIR, else a per-user temp dir)')
     parser.add_argument('--agent-source', default=None, help="the orchestra agent's source folder (roles/agent/files/agent)")
     parser.add_argument('--max-seconds', type=float, default=600.0, help='the lab stops by itself after this long')
+    parser.add_argument('--workflow-image', default=None, help="the image the local agent may start workflows from")
     args = parser.parse_args(argv)
     directory = os.path.abspath(args.dir or default_dir())
     if args.action == 'serve':
-        serve(directory, args.max_seconds, args.agent_source)
+        serve(directory, args.max_seconds, args.agent_source, args.workflow_image)
         return 0
     if args.action == 'up':
-        result = up(directory, args.max_seconds, args.agent_source)
+        result = up(directory, args.max_seconds, args.agent_source, workflow_image=args.workflow_image)
     elif args.action == 'down':
         result = down(directory)
     else:
