@@ -32,7 +32,7 @@ except ImportError:
     MaskingQueue = None
     QUEUE_IMPORT_ERROR = traceback.format_exc()
 
-ENGINE_FIELDS = ('url', 'slots', 'memory_mb', 'jobs', 'enabled', 'drained', 'verify')
+ENGINE_FIELDS = ('url', 'slots', 'memory_mb', 'jobs', 'enabled', 'drained', 'verify', 'discovered')
 # What the modules import from here (errors they catch by name; the store-URL helpers are masking_sql's).
 __all__ = ['ALL_STATES', 'UNFINISHED_STATES', 'UnknownEngine', 'UnknownJob', 'argument_spec', 'common_argument_spec',
            'credentials_from', 'engine_view', 'error_kind', 'error_message', 'find_engine', 'interruptible', 'job_outcome',

@@ -31,7 +31,7 @@ def test_store_urls(tmp_path):
 def test_sqlite_file_is_wal_and_versioned(store, tmp_path):
     conn = sqlite3.connect(str(tmp_path / 'q.db'))
     assert conn.execute('PRAGMA journal_mode').fetchone()[0] == 'wal'
-    assert conn.execute('SELECT version FROM schema_version').fetchall() == [(1,), (2,)]
+    assert conn.execute('SELECT version FROM schema_version').fetchall() == [(v,) for v, _d, _s in MIGRATIONS]
     assert store.schema_version() == masking_store.MIGRATIONS[-1][0]
 
 
@@ -40,12 +40,13 @@ def test_forward_migration_applies_once_and_keeps_data(tmp_path):
     first = open_store(path)
     first.enqueue('r1', 'mask_a', None, 0, None, None, now=1.0)
     first.close()
-    extra = (3, 'add a note column', ['ALTER TABLE jobs ADD COLUMN note TEXT'])
+    latest = MIGRATIONS[-1][0]
+    extra = (latest + 1, 'add a note column', ['ALTER TABLE jobs ADD COLUMN note TEXT'])
     second = open_store(path, migrations=MIGRATIONS + [extra])
-    assert second.schema_version() == 3
+    assert second.schema_version() == latest + 1
     assert second.migrate() == []      # nothing left to do
     assert second.job('r1')['job_name'] == 'mask_a'
-    assert [r['version'] for r in second.read(lambda tx: tx.rows('SELECT version FROM schema_version ORDER BY version'))] == [1, 2, 3]
+    assert [r['version'] for r in second.read(lambda tx: tx.rows('SELECT version FROM schema_version ORDER BY version'))] == [v for v, _d, _s in MIGRATIONS] + [latest + 1]
     second.close()
     with pytest.raises(StoreUnavailable, match='newer than this collection'):
         open_store(path)   # an older collection must not write into a newer schema
@@ -235,7 +236,7 @@ def test_read_only_open_never_creates(tmp_path):
         open_store(str(tmp_path / 'q.db'), create=False)
     assert not (tmp_path / 'q.db').exists()
     open_store(str(tmp_path / 'q.db')).close()
-    assert open_store(str(tmp_path / 'q.db'), create=False).schema_version() == 2
+    assert open_store(str(tmp_path / 'q.db'), create=False).schema_version() == MIGRATIONS[-1][0]
 
 
 def test_prune_keeps_unfinished_and_recent_jobs(store):
