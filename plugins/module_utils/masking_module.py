@@ -328,6 +328,7 @@ def queue_summary(info):
             counts[job.get('state')] = counts.get(job.get('state'), 0) + 1
     engines = dict(
         (engine.get('name'), dict(slots=engine.get('slots'), slots_used=engine.get('slots_used'),
+                                  foreign_slots=(engine.get('foreign') or {}).get('slots', 0),
                                   drained=engine.get('drained'), enabled=engine.get('enabled')))
         for engine in info.get('engines') or ())
     return dict(
