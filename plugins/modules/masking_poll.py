@@ -73,7 +73,7 @@ step:
       C(waiting_for_credentials) (scheduled jobs on engines this task has no credentials for; the task then fails
       with C(error_kind=no_credentials) instead of reporting success while nothing can move), C(described) (engines
       registered with discovery whose job list and capacity were read again) and C(foreign) (executions seen on the
-      engines that no queue job owns: they use slots in placement).
+      engines that no queue job owns, which use slots in placement).
     - C(changed) is true when a job was started, recovered, finished, requeued or cancelled.
   returned: always
   type: dict

@@ -46,7 +46,8 @@ def test_forward_migration_applies_once_and_keeps_data(tmp_path):
     assert second.schema_version() == latest + 1
     assert second.migrate() == []      # nothing left to do
     assert second.job('r1')['job_name'] == 'mask_a'
-    assert [r['version'] for r in second.read(lambda tx: tx.rows('SELECT version FROM schema_version ORDER BY version'))] == [v for v, _d, _s in MIGRATIONS] + [latest + 1]
+    versions = second.read(lambda tx: tx.rows('SELECT version FROM schema_version ORDER BY version'))
+    assert [r['version'] for r in versions] == [v for v, _d, _s in MIGRATIONS] + [latest + 1]
     second.close()
     with pytest.raises(StoreUnavailable, match='newer than this collection'):
         open_store(path)   # an older collection must not write into a newer schema
