@@ -114,7 +114,3 @@ def foreign_executions(active, our_execution_ids, starting_job_names):
                    if entry['execution_id'] not in ours and entry.get('job_name') not in starting),
                   key=lambda entry: entry['execution_id'])
 
-
-def foreign_load(foreign):
-    """(executions, memory MB) that foreign executions take on an engine (a job without maxMemory counts 0 MB)."""
-    return len(foreign or ()), sum(int(entry.get('max_memory_mb') or 0) for entry in foreign or ())

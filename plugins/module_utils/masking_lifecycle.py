@@ -69,6 +69,14 @@ def holder_gone(owner):
     return False
 
 
+def foreign_on(store, engine_name, active):
+    """Split an engine's active executions -> (foreign ones, {execution id: the queue job row that owns it})."""
+    mine = store.jobs(states=list(STARTED_STATES), engine=engine_name)
+    owners = dict((row['execution_id'], row) for row in mine if row['execution_id'] is not None)
+    starting = [row['job_name'] for row in mine if row['state'] == STARTING and row['execution_id'] is None]
+    return discovery.foreign_executions(active, owners, starting), owners
+
+
 class PollStep:
     """One poll step for a MaskingQueue (its store, drivers, clock, owner and settings)."""
 
@@ -528,10 +536,7 @@ class PollStep:
             active = driver.active_executions()
         except DriverError:
             return   # the start and refresh paths judge the engine's health; the last known load stands
-        mine = self.store.jobs(states=list(STARTED_STATES), engine=name)
-        foreign = discovery.foreign_executions(
-            active, [row['execution_id'] for row in mine if row['execution_id'] is not None],
-            [row['job_name'] for row in mine if row['state'] == STARTING and row['execution_id'] is None])
+        foreign, _owners = foreign_on(self.store, name, active)
         if foreign != (engine.get('foreign_executions') or []):
             self.store.set_foreign(name, foreign, self.clock())
             engine['foreign_executions'] = foreign

@@ -26,11 +26,11 @@ from ansible_collections.orchestra.fleet.plugins.module_utils.masking_driver imp
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors import (
     DriverError, EngineUnavailable, InvalidRequest, MaskingQueueError, MissingCredentials, NoCarrier, NoCredentials, StoreUnavailable,
     UnknownEngine, UnknownJob, WaitInterrupted)
-from ansible_collections.orchestra.fleet.plugins.module_utils.masking_lifecycle import PollStep, new_stats
+from ansible_collections.orchestra.fleet.plugins.module_utils.masking_lifecycle import PollStep, foreign_on, new_stats
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_placement import decide, has_room
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_sql import DEFAULT_OUTAGE_TIMEOUT
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_states import (
-    CANCELLED, ENGINE_QUEUED, FAILED, QUEUED, RUNNING, SCHEDULED, STARTED_STATES, STARTING, STATES, TERMINAL_STATES)
+    CANCELLED, ENGINE_QUEUED, FAILED, QUEUED, RUNNING, SCHEDULED, STATES, TERMINAL_STATES)
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_store import open_store, same_request
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_views import (
     engine_dict, explain, history_dict, iso, job_dict)
@@ -277,10 +277,7 @@ class MaskingQueue:
                           error_kind=exc.error_kind)
             return report
         found = discovery.facts(settings, system, catalogue)
-        mine = self._store.jobs(states=list(STARTED_STATES), engine=engine['name'])
-        owners = dict((row['execution_id'], row) for row in mine if row['execution_id'] is not None)
-        foreign = discovery.foreign_executions(
-            active, owners, [row['job_name'] for row in mine if row['state'] == STARTING and row['execution_id'] is None])
+        foreign, owners = foreign_on(self._store, engine['name'], active)
         foreign_ids = set(entry['execution_id'] for entry in foreign)
         ours = [dict(entry, queue_id=owners[entry['execution_id']]['id'],
                      request_id=owners[entry['execution_id']]['request_id'])

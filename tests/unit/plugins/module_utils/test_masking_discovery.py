@@ -5,7 +5,7 @@ import pytest
 from ansible_collections.orchestra.fleet.plugins.module_utils import masking_discovery as discovery
 from ansible_collections.orchestra.fleet.plugins.module_utils.delphix_parse import setting_values, whole_number
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_placement import (
-    QueuedJob, has_room, make_engine, overbooked, pending_reason, place)
+    QueuedJob, foreign_memory, has_room, make_engine, overbooked, pending_reason, place)
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_views import foreign_dict
 
 SYSTEM = {'version': '6.0.17.0', 'totalAllocatedMemoryForJobs': 65536, 'totalAvailableCores': 8}
@@ -75,9 +75,9 @@ def test_foreign_executions_exclude_ours_and_starts_in_flight():
               {'execution_id': 3, 'job_name': 'b', 'status': 'QUEUED', 'max_memory_mb': None},
               {'execution_id': 4, 'job_name': 'c', 'status': 'RUNNING', 'max_memory_mb': 300},
               {'execution_id': 6, 'job_name': 'd', 'status': 'RUNNING', 'max_memory_mb': 50}]
-    foreign = discovery.foreign_executions(active, our_execution_ids=[5], starting_job_names=['d'])
-    assert [e['execution_id'] for e in foreign] == [3, 4]
-    assert discovery.foreign_load(foreign) == (2, 300)
+    found = discovery.foreign_executions(active, our_execution_ids=[5], starting_job_names=['d'])
+    assert [e['execution_id'] for e in found] == [3, 4]
+    assert foreign_memory(make_engine('e1', 4, foreign=found)) == 300
 
 
 def foreign(*ids, memory=0):
