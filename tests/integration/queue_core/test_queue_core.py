@@ -17,6 +17,7 @@ import pytest
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_driver import DelphixDriverFactory
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors import StoreUnavailable
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_queue import MaskingQueue
+from ansible_collections.orchestra.fleet.plugins.module_utils.masking_schema import MIGRATIONS
 
 FLEET_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 COLLECTIONS_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(FLEET_ROOT)))
@@ -256,10 +257,10 @@ def test_schema_migrates_once_under_concurrent_opens(store_url):
     procs = [_spawn_python(code, store_url) for _unused in range(8)]
     outputs = [proc.communicate(timeout=120)[0].decode() for proc in procs]
     assert [proc.returncode for proc in procs] == [0] * 8, outputs
-    assert [out.strip() for out in outputs] == ['2'] * 8
+    assert [out.strip() for out in outputs] == [str(MIGRATIONS[-1][0])] * 8
     store = make_queue(store_url).store
     rows = store.read(lambda tx: tx.rows('SELECT version FROM schema_version ORDER BY version'))
-    assert [row['version'] for row in rows] == [1, 2]
+    assert [row['version'] for row in rows] == [version for version, _what, _sql in MIGRATIONS]
 
 
 def test_eight_concurrent_schedulers_never_overbook(store_url):
