@@ -113,4 +113,3 @@ def foreign_executions(active, our_execution_ids, starting_job_names):
     return sorted((dict(entry) for entry in active or ()
                    if entry['execution_id'] not in ours and entry.get('job_name') not in starting),
                   key=lambda entry: entry['execution_id'])
-
