@@ -33,7 +33,7 @@ from ansible_collections.orchestra.fleet.plugins.module_utils import masking_dis
 from ansible_collections.orchestra.fleet.plugins.module_utils import masking_placement as placement
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors import (
     DriverError, EngineAuthError, EngineConflict, EngineJobAmbiguous, EngineJobNotFound, EngineNotReached,
-    EngineUnavailable, ExecutionOwned, MaskingQueueError, MissingCredentials)
+    EngineUnavailable, ExecutionOwned, InvalidRequest, MaskingQueueError, MissingCredentials)
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_states import (
     CANCELLED, ENGINE_QUEUED, ENGINE_TERMINAL, FAILED, QUEUED, RUNNING, SCHEDULED, STARTED_STATES, STARTING,
     from_engine_status)
@@ -514,7 +514,10 @@ class PollStep:
             return False
         wanted = discovery.refresh_wanted(discovery.facts(settings, system, catalogue), engine['discovered'])
         now = self.clock()
-        changes, _current = self.store.upsert_engine(engine['name'], now, **wanted)
+        try:
+            changes, _current = self.store.upsert_engine(engine['name'], now, **wanted)
+        except InvalidRequest:
+            return False   # removed from the queue meanwhile: nothing to refresh
         self.store.note_catalogue(engine['name'], now)
         for field, (_before, after) in changes.items():
             engine[field] = after
