@@ -705,8 +705,8 @@ class DescribingDriver(FakeDriver):
             raise EngineAuthError('engine %s refused the credentials: HTTP 401' % self.engine.name)
         catalogue = [{'jobName': name, 'maskingJobId': index + 1, 'environmentName': env, 'maxMemory': 100}
                      for index, (name, env) in enumerate(self.engine.catalogue)]
-        return {'NumSimulJobsAllowed': str(self.engine.slots)}, {'totalAllocatedMemoryForJobs': 4096,
-                                                                  'totalAvailableCores': 4}, catalogue
+        system = {'totalAllocatedMemoryForJobs': 4096, 'totalAvailableCores': 4}
+        return {'NumSimulJobsAllowed': str(self.engine.slots)}, system, catalogue
 
     def start_marker(self, job):
         if (job['job_name'], job['environment'] or 'dev') not in self.engine.catalogue:
