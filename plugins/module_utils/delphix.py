@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional
 from ansible.module_utils.basic import missing_required_lib
 from ansible_collections.orchestra.fleet.plugins.module_utils.delphix_parse import (
     TERMINAL, Execution, backoff_delay, choose_after_marker, clock_offset, error_kind, highest_execution_id,
-    is_page_out_of_range, more_pages, page_items, parse_execution, select_job,
+    is_page_out_of_range, more_pages, page_items, parse_execution, select_job, setting_values,
 )
 
 try:
@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - exercised by ansible-test's import san
 
 __all__ = ['TERMINAL', 'Execution', 'MaskingEngineClient', 'DelphixError', 'DelphixAuthError', 'DelphixNotFound',
            'DelphixConflict', 'DelphixUnavailable', 'DelphixNotReached', 'DelphixAmbiguous', 'HAS_REQUESTS',
-           'REQUESTS_IMPORT_ERROR']
+           'REQUESTS_IMPORT_ERROR', 'setting_values']
 
 API_ROOT = '/masking/api'
 PAGE_SIZE = 100
@@ -247,11 +247,39 @@ class MaskingEngineClient:
     def system_information(self) -> Dict[str, Any]:
         return self._get('/system-information')
 
-    def list_environments(self) -> List[Dict[str, Any]]:
-        return self._list('/environments')
+    def list_applications(self) -> List[Dict[str, Any]]:
+        return self._list('/applications')
+
+    def list_environments(self, application_id: Optional[int] = None) -> List[Dict[str, Any]]:
+        return self._list('/environments', {'application_id': int(application_id)} if application_id is not None else None)
+
+    def application_settings(self, setting_group: Optional[str] = None) -> List[Dict[str, Any]]:
+        """GET /application-settings[?setting_group=] (every page): settingGroup, settingName, settingValue."""
+        return self._list('/application-settings', {'setting_group': setting_group} if setting_group else None)
+
+    def get_job(self, job_id: int) -> Dict[str, Any]:
+        return self._get('/masking-jobs/%d' % int(job_id))
+
+    def catalogue(self) -> List[Dict[str, Any]]:
+        """Every masking job with where it lives: applications -> environments -> masking-jobs, every page of each.
+
+        The job object carries no environment id, so jobs are listed per environment. Each entry is the engine's job
+        object plus `environmentName`, `environmentId` and `applicationName`.
+        """
+        found = []
+        for app in self.list_applications():
+            for env in self.list_environments(app['applicationId']):
+                for job in self.list_jobs(env['environmentId']):
+                    found.append(dict(job, environmentName=env.get('environmentName'), environmentId=env['environmentId'],
+                                      applicationName=app.get('applicationName')))
+        return found
 
     def list_jobs(self, environment_id: Optional[int] = None) -> List[Dict[str, Any]]:
         return self._list('/masking-jobs', {'environment_id': environment_id} if environment_id is not None else None)
+
+    def forget_jobs(self) -> None:
+        """Forget resolved job ids (the engine's jobs changed: deleted, renamed or added)."""
+        self._job_ids.clear()
 
     def resolve_job(self, job_name: str, environment: Optional[str] = None) -> int:
         """jobName (+ environment name or id) -> maskingJobId on THIS engine; cached per client."""

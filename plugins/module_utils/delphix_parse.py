@@ -207,3 +207,23 @@ def select_job(jobs_by_environment: Dict[str, List[Dict[str, Any]]], job_name: s
     if len(ids) > 1:
         return 'ambiguous', sorted(set(env for env, _id in matches))
     return 'ok', ids[0]
+
+
+def setting_values(items: List[Dict[str, Any]]) -> Dict[str, str]:
+    """GET /application-settings entries -> {settingName: settingValue} (values as the engine wrote them, strings)."""
+    values = {}
+    for item in items or ():
+        if isinstance(item, dict) and item.get('settingName') is not None:
+            value = item.get('settingValue')
+            values[str(item['settingName'])] = None if value is None else str(value)
+    return values
+
+
+def whole_number(value: Any) -> Optional[int]:
+    """A setting or field that should be a whole number >= 0 ("7", 7, "7.0" is not) -> int, else None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    text = str(value).strip()
+    return int(text) if text.isdigit() else None

@@ -149,7 +149,8 @@ class DelphixEngineDriver(EngineDriver):
         self.client = client
         self.delphix = delphix_module
         self._lists_ok = True
-        self._catalogue = None   # jobName -> set of maskingJobIds, from one list of the engine's jobs
+        self._jobs = None        # the engine's job objects, from one paged list
+        self._catalogue = None   # jobName -> set of maskingJobIds, from that list
 
     def _info(self, execution):
         """The engine's answer with its times moved onto our clock by the offset its Date header showed (when
@@ -163,20 +164,74 @@ class DelphixEngineDriver(EngineDriver):
         return ExecutionInfo(execution.execution_id, execution.job_id, execution.status, execution.rows_masked,
                              execution.rows_total, ours(execution.start_time), ours(execution.end_time))
 
+    def _all_jobs(self):
+        """Every masking job object on the engine (one paged list, kept for the driver's life or until forget_jobs)."""
+        if self._jobs is None:
+            self._jobs = [entry for entry in self.client.list_jobs() if entry.get('maskingJobId') is not None]
+        return self._jobs
+
     def _job_id(self, job):
         """The job's id on this engine: one list of all jobs answers every unambiguous name without an
         environment (instead of one list per name); everything else goes through the client's resolver."""
         if job.get('environment') is None:
             if self._catalogue is None:
                 catalogue = {}
-                for entry in self.client.list_jobs():
-                    if entry.get('jobName') is not None and entry.get('maskingJobId') is not None:
+                for entry in self._all_jobs():
+                    if entry.get('jobName') is not None:
                         catalogue.setdefault(entry['jobName'], set()).add(int(entry['maskingJobId']))
                 self._catalogue = catalogue
             ids = self._catalogue.get(job['job_name'])
             if ids and len(ids) == 1:
                 return next(iter(ids))
         return self.client.resolve_job(job['job_name'], job.get('environment'))
+
+    def forget_jobs(self):
+        """Drop what this driver knows of the engine's jobs (after the engine's job list changed)."""
+        self._jobs = None
+        self._catalogue = None
+        forget = getattr(self.client, 'forget_jobs', None)
+        if forget is not None:
+            forget()
+
+    @_translate()
+    def describe(self):
+        """What the engine says about itself -> (settings {name: value}, system-information, catalogue).
+
+        catalogue: every job object with environmentName (applications -> environments -> masking-jobs, every page).
+        """
+        settings = self.delphix.setting_values(self.client.application_settings())
+        return settings, self.client.system_information() or {}, self.client.catalogue()
+
+    @_translate()
+    def active_executions(self):
+        """Executions RUNNING or QUEUED on the engine now, whoever started them:
+        [{'execution_id', 'job_id', 'job_name', 'status', 'max_memory_mb'}] (two filtered lists, every page)."""
+        found = {}
+        for status in ('RUNNING', 'QUEUED'):
+            try:
+                executions = self.client.list_executions(status=status)
+            except self.delphix.DelphixUnavailable:
+                raise
+            except self.delphix.DelphixError:
+                if status == 'RUNNING':
+                    raise
+                continue   # an older API without QUEUED: RUNNING is all it has
+            for execution in executions:
+                found[execution.execution_id] = execution
+        jobs = dict((int(entry['maskingJobId']), entry) for entry in self._all_jobs()) if found else {}
+        result = []
+        for execution_id in sorted(found):
+            execution = found[execution_id]
+            job = jobs.get(execution.job_id)
+            if job is None:
+                try:
+                    job = self.client.get_job(execution.job_id)
+                except self.delphix.DelphixNotFound:
+                    job = {}   # deleted since: its execution still takes a slot
+                jobs[execution.job_id] = job
+            result.append({'execution_id': execution_id, 'job_id': execution.job_id, 'job_name': job.get('jobName'),
+                           'status': execution.status, 'max_memory_mb': job.get('maxMemory')})
+        return result
 
     def _marker_key(self, job):
         return (self.client.base, job.get('id'), job.get('job_name'), job.get('environment'))

@@ -8,6 +8,9 @@
     refresh   RUNNING / ENGINE_QUEUED: status from the engine -> the queue state (masking_states.from_engine_status)
     cancel    on the engine with expectedStatus, then settle
     probe     an unreachable engine, until it answers again
+    describe  an engine registered with discovery: its job list and capacity read again at catalogue_interval, and at
+              once when a job it should carry is not found there (the job goes back to the queue with a reason);
+              RUNNING/QUEUED executions no queue job owns (started outside the queue) recorded as its foreign load
 
 Adoption never uses a clock. Before the POST the job's start marker (the highest execution id of its
 masking job on the engine, driver.start_marker) is committed to the job row; after a lost or failed
@@ -26,15 +29,17 @@ import os
 import random
 import socket
 
+from ansible_collections.orchestra.fleet.plugins.module_utils import masking_discovery as discovery
 from ansible_collections.orchestra.fleet.plugins.module_utils import masking_placement as placement
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors import (
     DriverError, EngineAuthError, EngineConflict, EngineJobAmbiguous, EngineJobNotFound, EngineNotReached,
-    EngineUnavailable, ExecutionOwned, MaskingQueueError, MissingCredentials)
+    EngineUnavailable, ExecutionOwned, InvalidRequest, MaskingQueueError, MissingCredentials)
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_states import (
-    CANCELLED, ENGINE_QUEUED, ENGINE_TERMINAL, FAILED, MASKING, QUEUED, RUNNING, SCHEDULED, STARTING, from_engine_status, kind_of)
+    CANCELLED, ENGINE_QUEUED, ENGINE_TERMINAL, FAILED, MASKING, QUEUED, RUNNING, SCHEDULED, STARTED_STATES, STARTING,
+    from_engine_status, kind_of)
 
 STAT_KEYS = ('started', 'recovered', 'refreshed', 'finished', 'requeued', 'cancelled', 'start_errors', 'unreachable',
-             'waiting_for_credentials')
+             'waiting_for_credentials', 'described', 'foreign')
 # Refusals before anything ran: a retry with the same job and credentials cannot help.
 REFUSALS = (EngineJobNotFound, EngineAuthError, EngineJobAmbiguous, MissingCredentials)
 
@@ -72,6 +77,14 @@ def holder_gone(owner):
     return False
 
 
+def foreign_on(store, engine_name, active):
+    """Split an engine's active executions -> (foreign ones, {execution id: the queue job row that owns it})."""
+    mine = store.jobs(states=list(STARTED_STATES), engine=engine_name)
+    owners = dict((row['execution_id'], row) for row in mine if row['execution_id'] is not None)
+    starting = [row['job_name'] for row in mine if row['state'] == STARTING and row['execution_id'] is None]
+    return discovery.foreign_executions(active, owners, starting), owners
+
+
 class PollStep:
     """One poll step for a MaskingQueue (its store, drivers, clock, owner and settings)."""
 
@@ -95,6 +108,7 @@ class PollStep:
 
     def run(self):
         engines = dict((e['name'], e) for e in self.mine(self.store.engines()))
+        self.describe_engines(engines)
         self.recover_starting(engines)
         self.start_scheduled(engines)
         self.refresh_active(engines)
@@ -145,7 +159,9 @@ class PollStep:
                 continue
             if row['next_try_at'] is None or row['next_try_at'] <= now:
                 by_engine.setdefault(engine['name'], []).append(row)
-        names = sorted(by_engine)
+        for name in sorted(by_engine):
+            by_engine[name] = self.give_back_overbooked(engines[name], by_engine[name], now)
+        names = sorted(name for name in by_engine if by_engine[name])
         random.shuffle(names)
         for name in names:
             engine = engines[name]
@@ -190,6 +206,9 @@ class PollStep:
             # Nothing was POSTed yet, whatever the engine's trouble: the slot goes back at once.
             self.release(row, engine, exc)
             return None
+        except EngineJobNotFound as exc:
+            self.job_not_found(row, driver, engine, exc)
+            return None
         except DriverError as exc:   # refused (credentials, unknown or ambiguous job) before anything ran
             self.fail_start(row, engine, exc)
             return None
@@ -213,6 +232,9 @@ class PollStep:
         except EngineUnavailable as exc:
             self.start_unknown(row, engine, exc)
             return False
+        except EngineJobNotFound as exc:
+            self.job_not_found(row, driver, engine, exc)
+            return True
         except REFUSALS as exc:
             self.fail_start(row, engine, exc)
             return True
@@ -315,7 +337,7 @@ class PollStep:
                 self.start_unknown(claimed, engine, exc)
                 return
             except EngineJobNotFound as exc:
-                self.fail_start(claimed, engine, exc)   # the job does not exist there: nothing can have started
+                self.job_not_found(claimed, driver, engine, exc)   # the job does not exist there: nothing can have started
                 return
             except DriverError as exc:
                 self.store.transition(claimed['id'], STARTING, claimed['attempt'], STARTING, now, detail=str(exc)[:300],
@@ -483,6 +505,108 @@ class PollStep:
             except DriverError:
                 continue
         return infos
+
+    # ---- describe: engines that say what they carry, and load the queue did not start ----------------
+    def describe_engines(self, engines):
+        """Per reachable engine this process can drive: its job list and capacity again when due (engines registered
+        with discovery), and its foreign load when jobs wait for a slot or foreign load was seen before."""
+        counts = self.store.counts()
+        waiting = counts.get(QUEUED, 0) + counts.get(SCHEDULED, 0) > 0
+        for name in sorted(engines):
+            engine = engines[name]
+            if engine['unreachable_since'] is not None or not engine['enabled']:
+                continue
+            due = engine.get('discovered') and self.store.claim_turn(
+                'catalogue:' + name, self.owner, self.queue.catalogue_interval, self.clock())
+            wants_load = waiting or engine.get('foreign_executions')
+            if not (due or wants_load):
+                continue
+            driver = self.queue.driver(engine)
+            if driver is None:
+                continue
+            if due:
+                self.redescribe(engine, driver)
+            if wants_load:
+                self.note_foreign(engine, driver)
+
+    def redescribe(self, engine, driver):
+        """Read the engine's job list and capacity again; write the fields that came from discovery -> True if read."""
+        if not hasattr(driver, 'describe') or not engine.get('discovered'):
+            return False
+        try:
+            settings, system, catalogue = driver.describe()
+        except DriverError as exc:
+            self.store.note_engine_error(engine['name'], 'reading the job list failed: %s' % str(exc)[:280], self.clock())
+            return False
+        wanted = discovery.refresh_wanted(discovery.facts(settings, system, catalogue), engine['discovered'])
+        now = self.clock()
+        try:
+            changes, _current = self.store.upsert_engine(engine['name'], now, **wanted)
+        except InvalidRequest:
+            return False   # removed from the queue meanwhile: nothing to refresh
+        self.store.note_catalogue(engine['name'], now)
+        for field, (_before, after) in changes.items():
+            engine[field] = after
+        forget = getattr(driver, 'forget_jobs', None)
+        if forget is not None:
+            forget()
+        self.stats['described'] += 1
+        return True
+
+    def note_foreign(self, engine, driver):
+        """Record the RUNNING/QUEUED executions on the engine that no queue job owns (they use its slots)."""
+        if not hasattr(driver, 'active_executions'):
+            return
+        name = engine['name']
+        if self.queue.refresh_interval > 0 and not self.store.claim_turn('load:' + name, self.owner,
+                                                                         self.queue.refresh_interval, self.clock()):
+            return
+        try:
+            active = driver.active_executions()
+        except DriverError:
+            return   # the start and refresh paths judge the engine's health; the last known load stands
+        foreign, _owners = foreign_on(self.store, name, active)
+        if foreign != (engine.get('foreign_executions') or []):
+            self.store.set_foreign(name, foreign, self.clock())
+            engine['foreign_executions'] = foreign
+        self.stats['foreign'] += len(foreign)
+
+    def give_back_overbooked(self, engine, rows, now):
+        """Scheduled jobs an engine can no longer take (load started outside the queue filled it since they were
+        placed) go back to the queue -> the rows still to start."""
+        if not engine.get('foreign_executions'):
+            return rows
+        state = placement.engine_state(engine)
+        back = set(placement.overbooked(state, [(row['id'], row['max_memory_mb']) for row in rows]))
+        if not back:
+            return rows
+        why = 'engine %s: %s; placed again' % (engine['name'], placement.foreign_note(state))
+        for row in rows:
+            if row['id'] in back and self.store.transition(
+                    row['id'], SCHEDULED, row['attempt'], QUEUED, now, detail=why[:300], actor=self.owner, engine=None,
+                    owner=None, reason=why, scheduled_at=None, next_try_at=None):
+                self.stats['requeued'] += 1
+                engine['slots_used'] -= 1
+        return [row for row in rows if row['id'] not in back]
+
+    def job_not_found(self, row, driver, engine, exc):
+        """The engine does not have the job. An engine whose job list was discovered is read again at once: a job
+        deleted or renamed there goes back to the queue with that reason (another engine may carry it) instead of
+        failing its start; anything else fails the start with the engine's words."""
+        if not ('jobs' in (engine.get('discovered') or ()) and self.redescribe(engine, driver)):
+            self.fail_start(row, engine, exc)
+            return
+        state = placement.engine_state(engine)
+        if placement.carriers([state], row['job_name'], row['environment']):
+            self.fail_start(row, engine, exc)   # still listed there: the engine refused it for another reason
+            return
+        now = self.clock()
+        why = ('job %s is no longer on engine %s (deleted or renamed there; its job list was read again): placed again'
+               % (row['job_name'] + (' in environment %s' % row['environment'] if row['environment'] else ''), engine['name']))
+        if self.store.transition(row['id'], row['state'], row['attempt'], QUEUED, now, detail=why[:300], actor=self.owner,
+                                 engine=None, owner=None, not_before=None, start_marker=None, lease_until=None,
+                                 scheduled_at=None, reason=why, next_try_at=None):
+            self.stats['requeued'] += 1
 
     # ---- probe ---------------------------------------------------------------------------------
     def probe_engines(self, engines):

@@ -32,7 +32,7 @@ except ImportError:
     MaskingQueue = None
     QUEUE_IMPORT_ERROR = traceback.format_exc()
 
-ENGINE_FIELDS = ('url', 'slots', 'memory_mb', 'jobs', 'enabled', 'drained', 'verify')
+ENGINE_FIELDS = ('url', 'slots', 'memory_mb', 'jobs', 'enabled', 'drained', 'verify', 'discovered')
 # What the modules import from here (errors they catch by name; the store-URL helpers are masking_sql's).
 __all__ = ['ALL_STATES', 'UNFINISHED_STATES', 'UnknownEngine', 'UnknownJob', 'argument_spec', 'common_argument_spec',
            'credentials_from', 'engine_view', 'error_kind', 'error_message', 'find_engine', 'interruptible', 'job_outcome',
@@ -330,6 +330,7 @@ def queue_summary(info):
             counts[job.get('state')] = counts.get(job.get('state'), 0) + 1
     engines = dict(
         (engine.get('name'), dict(slots=engine.get('slots'), slots_used=engine.get('slots_used'),
+                                  foreign_slots=(engine.get('foreign') or {}).get('slots', 0),
                                   drained=engine.get('drained'), enabled=engine.get('enabled')))
         for engine in info.get('engines') or ())
     return dict(

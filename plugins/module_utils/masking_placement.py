@@ -12,7 +12,8 @@ Rules, in order:
 - a job goes only to an engine that carries its job name (and environment),
   matches its engine affinity, is enabled, not drained and not unreachable;
 - an engine never holds more jobs than its slots, nor (with a memory budget)
-  more summed job memory than its budget;
+  more summed job memory than its budget; executions started outside the queue
+  (the engine's UI, another tool) count against both;
 - one active execution per job on an engine (a Delphix engine refuses to start
   a job that is already running or queued there, HTTP 409);
 - among the engines that fit, the least loaded wins: lowest fraction of slots
@@ -29,8 +30,11 @@ ANY_JOB = '*'
 QueuedJob = collections.namedtuple(
     'QueuedJob', 'id job_name environment priority engine_affinity max_memory_mb attempt')
 
+# foreign: executions RUNNING or QUEUED on the engine that no queue job owns (dicts with execution_id, job_name,
+# status, max_memory_mb): they use slots and memory like the queue's own. listed: the job list was read from the engine.
 EngineState = collections.namedtuple(
-    'EngineState', 'name slots slots_used memory_mb memory_used_mb enabled drained carries unreachable_since active_jobs')
+    'EngineState', 'name slots slots_used memory_mb memory_used_mb enabled drained carries unreachable_since active_jobs '
+    'foreign listed', defaults=((), False))
 
 Assignment = collections.namedtuple('Assignment', 'job_id attempt engine')
 
@@ -62,10 +66,54 @@ def carries_from_list(jobs):
 
 
 def make_engine(name, slots, slots_used=0, memory_mb=None, memory_used_mb=0, enabled=True, drained=False,
-                jobs=None, unreachable_since=None, active_jobs=()):
-    """Build an EngineState; `jobs` as in carries_from_list, `active_jobs` as (name, env) pairs running there."""
+                jobs=None, unreachable_since=None, active_jobs=(), foreign=(), listed=False):
+    """Build an EngineState; `jobs` as in carries_from_list, `active_jobs` as (name, env) pairs running there,
+    `foreign` the executions no queue job owns, `listed` whether the job list was read from the engine."""
     return EngineState(name, int(slots), int(slots_used), memory_mb, int(memory_used_mb or 0), bool(enabled),
-                       bool(drained), carries_from_list(jobs), unreachable_since, frozenset(active_jobs))
+                       bool(drained), carries_from_list(jobs), unreachable_since, frozenset(active_jobs),
+                       tuple(foreign or ()), bool(listed))
+
+
+def foreign_memory(engine):
+    """MB the foreign executions of an EngineState take (a job without maxMemory counts 0)."""
+    return sum(int(entry.get('max_memory_mb') or 0) for entry in engine.foreign)
+
+
+def _taken(engine):
+    """(slots, memory MB) in use on an EngineState: the queue's jobs plus executions started outside it."""
+    return engine.slots_used + len(engine.foreign), engine.memory_used_mb + foreign_memory(engine)
+
+
+def foreign_note(engine):
+    """'1 of 4 slots used by an execution started outside the queue (execution 31 of mask_x, RUNNING)', or ''."""
+    count = len(engine.foreign)
+    if not count:
+        return ''
+    named = ', '.join('execution %s of %s, %s' % (e.get('execution_id'), e.get('job_name') or '?', e.get('status'))
+                      for e in engine.foreign[:3])
+    more = ' and %d more' % (count - 3) if count > 3 else ''
+    return '%d of %d slots used by %s started outside the queue (%s%s)' % (
+        count, engine.slots, 'an execution' if count == 1 else '%d executions' % count, named, more)
+
+
+def overbooked(engine, scheduled_ids):
+    """Scheduled jobs an engine can no longer take now that it shows foreign load -> the ids to put back in the queue.
+
+    engine: an EngineState whose slots_used / memory_used_mb count the scheduled jobs too; scheduled_ids: its
+    SCHEDULED jobs in the queue's order (highest priority first) with their memory, as (id, memory MB) pairs.
+    The last in queue order go back first.
+    """
+    used, memory = _taken(engine)
+    back = []
+    for job_id, job_memory in reversed(list(scheduled_ids)):
+        over_slots = used > engine.slots
+        over_memory = engine.memory_mb is not None and memory > engine.memory_mb and engine.foreign
+        if not (over_slots or over_memory):
+            break
+        back.append(job_id)
+        used -= 1
+        memory -= int(job_memory or 0)
+    return back
 
 
 def _carries(engine, job_name, environment):
@@ -115,7 +163,8 @@ def engine_state(engine):
     """An engine dict with its use (as the store returns it) -> EngineState."""
     return make_engine(engine['name'], engine['slots'], engine['slots_used'], engine['memory_mb'], engine['memory_used_mb'],
                        engine['enabled'], engine['drained'], engine['jobs'], engine['unreachable_since'],
-                       engine['active_jobs'])
+                       engine['active_jobs'], engine.get('foreign_executions') or (),
+                       'jobs' in (engine.get('discovered') or ()))
 
 
 def decide(queued_rows, engines, policy=None):
@@ -130,7 +179,7 @@ def decide(queued_rows, engines, policy=None):
 def has_room(engine):
     """An engine dict that can take a job now (the scheduler step is skipped when none can)."""
     usable = engine['enabled'] and not engine['drained'] and engine['unreachable_since'] is None
-    return usable and engine['slots_used'] < engine['slots']
+    return usable and engine['slots_used'] + len(engine.get('foreign_executions') or ()) < engine['slots']
 
 
 def _usable(engine):
@@ -177,8 +226,8 @@ def plan(queued_jobs, engines, policy=None):
     """
     policy = dict(DEFAULT_POLICY, **(policy or {}))
     engines = sorted(engines, key=lambda e: e.name)
-    used = [e.slots_used for e in engines]
-    mem_used = [e.memory_used_mb for e in engines]
+    used = [_taken(e)[0] for e in engines]
+    mem_used = [_taken(e)[1] for e in engines]
     active = [set(e.active_jobs) for e in engines]
     active_names = []
     for pairs in active:
@@ -230,8 +279,9 @@ def plan(queued_jobs, engines, policy=None):
         if used[i] < engines[i].slots:
             bisect.insort(order, (_load_key(engines[i], used[i], mem_used[i]), i))
         assignments.append(Assignment(job.id, job.attempt, engines[i].name))
-    after = [e._replace(slots_used=used[i], memory_used_mb=mem_used[i], active_jobs=frozenset(active[i]))
-             for i, e in enumerate(engines)]
+    # engines_after keeps the queue's own use apart from the foreign load (which stays in .foreign)
+    after = [e._replace(slots_used=used[i] - len(e.foreign), memory_used_mb=mem_used[i] - foreign_memory(e),
+                        active_jobs=frozenset(active[i])) for i, e in enumerate(engines)]
     return assignments, after
 
 
@@ -259,7 +309,9 @@ def pending_reason(job, engines, policy=None):
     carrying = sorted((e for e in engines if _eligible(e, job.job_name, job.environment, job.engine_affinity)),
                       key=lambda e: e.name)
     if not carrying:
-        return 'no engine carries %s' % what + (' (engine %s requested)' % job.engine_affinity if job.engine_affinity else '')
+        listed = [e for e in engines if e.listed and (job.engine_affinity is None or e.name == job.engine_affinity)]
+        gone = (' (not in the job lists read from engines %s: deleted or renamed there?)' % _names(listed)) if listed else ''
+        return 'no engine carries %s' % what + (' (engine %s requested)' % job.engine_affinity if job.engine_affinity else '') + gone
     usable = [e for e in carrying if _usable(e)]
     if not usable:
         parts = []
@@ -273,17 +325,21 @@ def pending_reason(job, engines, policy=None):
             else:
                 parts.append('engine %s has no slots' % engine.name)
         return '; '.join(parts[:5]) + ('; and %d more' % (len(parts) - 5) if len(parts) > 5 else '')
-    free = [e for e in usable if e.slots_used < e.slots]
+    free = [e for e in usable if _taken(e)[0] < e.slots]
     if not free:
-        return 'all %d slots full on engines %s' % (sum(e.slots for e in usable), _names(usable))
+        notes = ['engine %s: %s' % (e.name, foreign_note(e)) for e in usable if e.foreign]
+        return 'all %d slots full on engines %s' % (sum(e.slots for e in usable), _names(usable)) + (
+            '; ' + '; '.join(notes[:3]) if notes else '')
     if policy['one_execution_per_job']:
         not_busy = [e for e in free if not _same_job_active(e.active_jobs, job.job_name, job.environment)]
         if not not_busy:
             return '%s already running on engines %s (one execution per job per engine)' % (what, _names(free))
         free = not_busy
     memory = _job_memory(job, policy)
-    short = [e for e in free if e.memory_mb is not None and e.memory_used_mb + memory > e.memory_mb]
+    short = [e for e in free if e.memory_mb is not None and _taken(e)[1] + memory > e.memory_mb]
     if short and len(short) == len(free):
-        detail = ', '.join('%s (%d of %d MB free)' % (e.name, e.memory_mb - e.memory_used_mb, e.memory_mb) for e in short[:5])
+        detail = ', '.join('%s (%d of %d MB free%s)' % (
+            e.name, e.memory_mb - _taken(e)[1], e.memory_mb,
+            '; %d MB used by executions started outside the queue' % foreign_memory(e) if e.foreign else '') for e in short[:5])
         return 'waiting for memory on %s: the job needs %d MB' % (detail, memory)
     return 'waiting for the next scheduler step (free slots on %s)' % _names(free)

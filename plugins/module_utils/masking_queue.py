@@ -20,12 +20,13 @@ import socket
 import time
 import uuid
 
+from ansible_collections.orchestra.fleet.plugins.module_utils import masking_discovery as discovery
 from ansible_collections.orchestra.fleet.plugins.module_utils import masking_placement as placement
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_driver import DelphixDriverFactory
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors import (
-    InvalidRequest, MaskingQueueError, MissingCredentials, NoCarrier, NoCredentials, StoreUnavailable, UnknownEngine,
-    UnknownJob, WaitInterrupted)
-from ansible_collections.orchestra.fleet.plugins.module_utils.masking_lifecycle import PollStep, new_stats
+    DriverError, EngineUnavailable, InvalidRequest, MaskingQueueError, MissingCredentials, NoCarrier, NoCredentials, StoreUnavailable,
+    UnknownEngine, UnknownJob, WaitInterrupted)
+from ansible_collections.orchestra.fleet.plugins.module_utils.masking_lifecycle import PollStep, foreign_on, new_stats
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_placement import decide, has_room
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_sql import DEFAULT_OUTAGE_TIMEOUT
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_states import (
@@ -65,6 +66,12 @@ def _validate_int(value, what, minimum=None, allow_none=False):
     return number
 
 
+def _validate_url(url):
+    if url is not None and (not isinstance(url, str) or not url.startswith(('http://', 'https://'))):
+        raise InvalidRequest('engine url must start with http:// or https://, got %r' % (url,))
+    return url
+
+
 def _validate_jobs(jobs):
     if jobs is None:
         return None
@@ -93,7 +100,7 @@ class MaskingQueue:
     def __init__(self, store_url, credentials=None, driver_factory=None, clock=time.time, sleep=time.sleep,
                  start_lease=300.0, retry_delay=5.0, max_start_attempts=10, probe_interval=15.0, refresh_interval=0.5,
                  dead_holder_grace=60.0, policy=None, owner=None, read_only=False, outage_timeout=DEFAULT_OUTAGE_TIMEOUT,
-                 credentials_grace=15.0):
+                 credentials_grace=15.0, catalogue_interval=discovery.CATALOGUE_INTERVAL):
         """start_lease must exceed the longest a driver's start call can take (client timeout x tries):
         a STARTING job whose lease ran out is taken over by another process. dead_holder_grace: when the holder
         is a dead process of this host, the take-over waits only this long after its claim instead of the whole
@@ -102,7 +109,8 @@ class MaskingQueue:
         (the others skip it). read_only: open an existing store without creating or migrating it (queue_info).
         outage_timeout: how long every store call rides out an unreachable database (seconds).
         credentials_grace: how long a waiter without credentials for its job's engine waits for another process
-        to start it before it fails with NoCredentials."""
+        to start it before it fails with NoCredentials. catalogue_interval: how often (seconds) a poll step reads the
+        job list and capacity of an engine registered with discovery again (also at once when a job is not found)."""
         self._store = open_store(store_url, create=not read_only, outage_timeout=outage_timeout)
         self._credentials = dict(credentials or {})   # memory only
         self._factories = {MASKING: driver_factory or DelphixDriverFactory()}   # kind of capacity -> driver factory
@@ -115,6 +123,7 @@ class MaskingQueue:
         self.refresh_interval = float(refresh_interval)
         self.dead_holder_grace = min(float(dead_holder_grace), self.start_lease)
         self.credentials_grace = float(credentials_grace)
+        self.catalogue_interval = float(catalogue_interval)
         self.start_batch = 8   # jobs claimed per engine per transaction
         self._claims = 0
         self.policy = policy
@@ -148,16 +157,94 @@ class MaskingQueue:
         when nothing changed. Settings left None keep their value (url and slots are required for a new engine).
         dry_run computes the same answer and writes nothing (check mode)."""
         _validate_name(name, 'engine name')
-        if url is not None and (not isinstance(url, str) or not url.startswith(('http://', 'https://'))):
-            raise InvalidRequest('engine url must start with http:// or https://, got %r' % (url,))
-        wanted = dict(url=url, slots=_validate_int(slots, 'slots', minimum=0, allow_none=True),
+        wanted = dict(url=_validate_url(url), slots=_validate_int(slots, 'slots', minimum=0, allow_none=True),
                       memory_mb=_validate_int(memory_mb, 'memory_mb', minimum=1, allow_none=True),
                       jobs=_validate_jobs(jobs), enabled=_bool_or_none(enabled), drained=_bool_or_none(drained),
                       verify=_bool_or_none(verify))
+        current = self._current_engine(name)
+        if current is not None and current.get('discovered'):
+            # A value given explicitly is no longer the engine's to refresh.
+            kept = [field for field in current['discovered'] if wanted.get(field) is None]
+            if kept != current['discovered']:
+                wanted['discovered'] = kept
+        return self._upsert(name, wanted, dry_run)
+
+    def _upsert(self, name, wanted, dry_run):
         changes, engine = self._store.upsert_engine(name, self.clock(), dry_run=dry_run, **wanted)
         if not dry_run:
             self._drivers.pop(name, None)
         return changes, engine_dict(engine)
+
+    def _current_engine(self, name):
+        try:
+            return self._store.engine(name)
+        except UnknownEngine:
+            return None
+
+    def _engine_driver(self, name, url, verify):
+        """A driver for an engine that may not be registered yet (discovery) -> (driver, where) ; raises clearly."""
+        credentials = self._credentials.get(name) or self._credentials.get('*')
+        where = 'engine %s (%s)' % (name, url)
+        try:
+            return self._factory({'name': name, 'url': url, 'verify': True if verify is None else verify}, credentials), where
+        except MissingCredentials:
+            raise MissingCredentials('cannot discover %s: no credentials for it (username and password, or '
+                                     'engine_credentials); nothing was changed in the queue' % where)
+
+    def describe_engine(self, name, url=None, verify=None):
+        """Ask an engine what it carries and can run -> (facts {field: (value, source)}, system-information).
+
+        Reads only. An unreachable engine or a refused login raises the driver's error naming the engine.
+        """
+        current = self._current_engine(name)
+        url = url or (current or {}).get('url')
+        if verify is None and current is not None:
+            verify = current['verify']
+        if not url:
+            raise InvalidRequest('engine %s is not registered yet: url is required to discover it' % name)
+        driver, where = self._engine_driver(name, url, verify)
+        try:
+            settings, system, catalogue = driver.describe()
+        except DriverError as exc:
+            raise exc.__class__('cannot discover %s: %s; nothing was changed in the queue' % (where, exc), status=exc.status)
+        finally:
+            close = getattr(driver, 'close', None)
+            if close is not None:
+                close()
+        return discovery.facts(settings, system, catalogue), system
+
+    def discover_engine(self, name, url=None, slots=None, memory_mb=None, jobs=None, enabled=None, drained=None,
+                        verify=None, dry_run=False):
+        """Register or update an engine from what it says about itself -> (changes, engine_dict, report).
+
+        slots, memory_mb and jobs given here override what the engine says; report['sources'] says where each value
+        came from, report['discovered'] what the engine said. Nothing is written when the engine cannot be read.
+        """
+        _validate_name(name, 'engine name')
+        url = _validate_url(url)
+        explicit = dict(slots=_validate_int(slots, 'slots', minimum=1, allow_none=True),
+                        memory_mb=_validate_int(memory_mb, 'memory_mb', minimum=1, allow_none=True),
+                        jobs=_validate_jobs(jobs))
+        found, system = self.describe_engine(name, url, verify)
+        try:
+            wanted, sources, discovered = discovery.merge(found, explicit, name)
+        except discovery.DiscoveryError as exc:
+            raise InvalidRequest(str(exc))
+        wanted.update(discovered=discovered, url=url, enabled=_bool_or_none(enabled), drained=_bool_or_none(drained),
+                      verify=_bool_or_none(verify))
+        if wanted['memory_mb'] is None and 'memory_mb' in discovered:
+            wanted.pop('memory_mb')   # the engine gave none: keep what the queue has
+        changes, engine = self._upsert(name, wanted, dry_run)
+        if not dry_run:
+            now = self.clock()
+            self._store.note_catalogue(name, now)
+            # just read: the poll step's next read of this engine's job list is one interval away
+            self._store.claim_turn('catalogue:' + name, self.owner, self.catalogue_interval, now)
+            engine = self.engine(name)
+        report = {'sources': sources,
+                  'discovered': dict((field, found[field][0]) for field in discovery.DISCOVERABLE),
+                  'version': system.get('version')}
+        return changes, engine, report
 
     def remove_engine(self, name, force=False, dry_run=False):
         """Unregister an engine -> changed. Refuses (EngineBusy) while it holds active jobs, unless force."""
@@ -168,6 +255,48 @@ class MaskingQueue:
 
     def engine(self, name):
         return engine_dict(self._store.engine(name))
+
+    def engine_reports(self, name=None):
+        """What each registered engine (or the one named) says now, beside the queue's own view of it. Reads only."""
+        engines = [self._store.engine(name)] if name is not None else self._store.engines()
+        try:
+            return [self._engine_report(engine) for engine in engines]
+        finally:
+            self.close_drivers()
+
+    def _engine_report(self, engine):
+        report = {'name': engine['name'], 'url': engine['url'], 'queue': engine_dict(engine), 'reachable': None,
+                  'error': None, 'error_kind': None, 'version': None, 'build': None, 'settings': {}, 'capacity': {},
+                  'jobs': [], 'executions': {'ours': [], 'foreign': []}}
+        driver = self.driver(engine)
+        if driver is None or not hasattr(driver, 'describe'):
+            report['error'] = ('no credentials for engine %s in this task (username and password, or engine_credentials)'
+                               % engine['name'] if driver is None else 'this kind of engine does not describe itself')
+            report['error_kind'] = 'no_credentials' if driver is None else 'engine_error'
+            return report
+        try:
+            settings, system, catalogue = driver.describe()
+            active = driver.active_executions()
+        except DriverError as exc:
+            report.update(reachable=not isinstance(exc, EngineUnavailable), error='engine %s: %s' % (engine['name'], exc),
+                          error_kind=exc.error_kind)
+            return report
+        found = discovery.facts(settings, system, catalogue)
+        foreign, owners = foreign_on(self._store, engine['name'], active)
+        foreign_ids = set(entry['execution_id'] for entry in foreign)
+        ours = [dict(entry, queue_id=owners[entry['execution_id']]['id'],
+                     request_id=owners[entry['execution_id']]['request_id'])
+                for entry in active if entry['execution_id'] in owners]
+        starting = [entry for entry in active if entry['execution_id'] not in owners and entry['execution_id'] not in foreign_ids]
+        report.update(reachable=True, version=system.get('version'), build=system.get('build'), settings=settings,
+                      system=system,
+                      capacity=dict((field, {'value': found[field][0], 'source': found[field][1]})
+                                    for field in ('slots', 'memory_mb')),
+                      jobs=[{'name': job.get('jobName'), 'environment': job.get('environmentName'),
+                             'application': job.get('applicationName'), 'job_id': job.get('maskingJobId'),
+                             'max_memory_mb': job.get('maxMemory')} for job in catalogue],
+                      executions={'ours': ours + starting, 'foreign': foreign})
+        return report
 
     def engines(self):
         return [engine_dict(e) for e in self._store.engines()]

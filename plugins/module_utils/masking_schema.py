@@ -109,7 +109,16 @@ MIGRATIONS = [
                        'WHEN (OLD.state IS DISTINCT FROM NEW.state) EXECUTE FUNCTION orchestra_count_jobs()'},
         'INSERT INTO job_counts (state, n) SELECT state, COUNT(*) FROM jobs GROUP BY state',
     ]),
-    # Number 3 is issue 11's; the runner applies whichever known migration a database lacks, so either may land first.
+    (3, 'engines that describe themselves: discovered fields, job list read time, load started outside the queue', [
+        # Which of slots / memory_mb / jobs came from the engine (JSON list; NULL: none): only those are refreshed.
+        'ALTER TABLE engines ADD COLUMN discovered TEXT',
+        # When the queue last read the engine's job list (our clock: for display and the refresh interval only).
+        'ALTER TABLE engines ADD COLUMN catalogue_at DOUBLE PRECISION',
+        # RUNNING/QUEUED executions no queue job owns, as last listed (JSON list), and when they were listed.
+        'ALTER TABLE engines ADD COLUMN foreign_executions TEXT',
+        'ALTER TABLE engines ADD COLUMN foreign_checked_at DOUBLE PRECISION',
+    ]),
+    # The runner applies whichever known migration a database lacks, whatever order branches landed in.
     (4, 'two kinds of capacity: fleet hosts beside masking engines, workflow jobs beside masking jobs', [
         "ALTER TABLE engines ADD COLUMN kind TEXT NOT NULL DEFAULT 'masking'",
         "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'masking'",

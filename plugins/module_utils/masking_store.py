@@ -35,10 +35,12 @@ JOB_COLUMNS = ('id', 'request_id', 'job_name', 'environment', 'priority', 'engin
                'kind', 'spec', 'claim_id', 'claim_secret', 'workflow_id')
 JOB_FIELDS = ', '.join(JOB_COLUMNS)
 ENGINE_COLUMNS = ('name', 'url', 'slots', 'memory_mb', 'enabled', 'drained', 'jobs', 'verify', 'last_error',
-                  'unreachable_since', 'last_probe_at', 'created_at', 'updated_at', 'kind')
+                  'unreachable_since', 'last_probe_at', 'created_at', 'updated_at', 'kind', 'discovered', 'catalogue_at',
+                  'foreign_executions', 'foreign_checked_at')
+JSON_ENGINE_COLUMNS = ('jobs', 'discovered', 'foreign_executions')
 ENGINE_FIELDS = ', '.join(ENGINE_COLUMNS)
-ENGINE_SETTINGS = ('url', 'slots', 'memory_mb', 'jobs', 'enabled', 'drained', 'verify')
-ENGINE_DEFAULTS = {'memory_mb': None, 'jobs': None, 'enabled': True, 'drained': False, 'verify': True}
+ENGINE_SETTINGS = ('url', 'slots', 'memory_mb', 'jobs', 'enabled', 'drained', 'verify', 'discovered')
+ENGINE_DEFAULTS = {'memory_mb': None, 'jobs': None, 'enabled': True, 'drained': False, 'verify': True, 'discovered': None}
 UPDATABLE_JOB_FIELDS = frozenset(JOB_COLUMNS) - {'id', 'request_id', 'state', 'submitted_at', 'kind', 'spec'}
 HISTORY_INSERT = ('INSERT INTO job_history (job_id, at, from_state, to_state, attempt, engine, execution_id, detail, actor) ')
 
@@ -86,7 +88,7 @@ def engine_changes(current, wanted):
 
 
 def _db_value(key, value):
-    if key == 'jobs':
+    if key in JSON_ENGINE_COLUMNS:
         return json.dumps(value) if value is not None else None
     if isinstance(value, bool):
         return int(value)
@@ -180,7 +182,8 @@ class Store(Database):
         engine = dict(row)
         for key in ('enabled', 'drained', 'verify'):
             engine[key] = bool(engine[key])
-        engine['jobs'] = json.loads(engine['jobs']) if engine['jobs'] is not None else None
+        for key in JSON_ENGINE_COLUMNS:
+            engine[key] = json.loads(engine[key]) if engine[key] is not None else None
         return engine
 
     def upsert_engine(self, name, now, dry_run=False, kind=MASKING, **wanted):
@@ -220,7 +223,7 @@ class Store(Database):
             return changes, self.engine(name)
         base = self.engine(name) if current is not None else dict(
             name=name, slots_used=0, memory_used_mb=0, active_jobs=set(), last_error=None, unreachable_since=None,
-            last_probe_at=None, kind=kind)
+            last_probe_at=None, kind=kind, catalogue_at=None, foreign_executions=None, foreign_checked_at=None)
         return changes, dict(base, **dict((key, after) for key, (_before, after) in changes.items()))
 
     def delete_engine(self, name, now, force=False, dry_run=False):
@@ -290,6 +293,16 @@ class Store(Database):
         self.transaction(lambda tx: tx.execute(
             'UPDATE engines SET unreachable_since = NULL, last_error = NULL, last_probe_at = ? '
             'WHERE name = ? AND (unreachable_since IS NOT NULL OR last_error IS NOT NULL)', (now, name)))
+
+    def note_catalogue(self, name, now):
+        """The engine's job list was read from it now (our clock: shown, and the refresh interval)."""
+        self.transaction(lambda tx: tx.execute('UPDATE engines SET catalogue_at = ? WHERE name = ?', (now, name)))
+
+    def set_foreign(self, name, foreign, now):
+        """Record the executions on an engine that no queue job owns (a list of dicts), as listed now."""
+        self.transaction(lambda tx: tx.execute(
+            'UPDATE engines SET foreign_executions = ?, foreign_checked_at = ? WHERE name = ?',
+            (_db_value('foreign_executions', list(foreign)), now, name)))
 
     def note_engine_error(self, name, error, now):
         self.transaction(lambda tx: tx.execute('UPDATE engines SET last_error = ?, last_probe_at = ? WHERE name = ?',

@@ -18,7 +18,7 @@ JOB_KEYS = ('id', 'request_id', 'job_name', 'environment', 'priority', 'engine_a
             'error_kind', 'start_marker', 'kind', 'workflow_id')
 JOB_TIMES = ('submitted_at', 'scheduled_at', 'started_at', 'finished_at')
 ENGINE_KEYS = ('name', 'url', 'slots', 'memory_mb', 'enabled', 'drained', 'jobs', 'verify', 'slots_used',
-               'memory_used_mb', 'last_error', 'kind')
+               'memory_used_mb', 'last_error', 'kind', 'discovered')
 
 
 def iso(epoch):
@@ -62,7 +62,18 @@ def progress(row):
 def engine_dict(engine):
     view = dict((key, engine.get(key)) for key in ENGINE_KEYS)
     view['unreachable_since'] = iso(engine.get('unreachable_since'))
+    view['jobs_read_at'] = iso(engine.get('catalogue_at'))
+    view['foreign'] = foreign_dict(engine)
     return view
+
+
+def foreign_dict(engine):
+    """The load on an engine that the queue did not start, as last listed: executions, slots and memory it takes."""
+    state = placement.engine_state(dict(engine, slots_used=engine.get('slots_used') or 0,
+                                        memory_used_mb=engine.get('memory_used_mb') or 0,
+                                        active_jobs=engine.get('active_jobs') or ()))
+    return {'executions': list(state.foreign), 'slots': len(state.foreign), 'memory_mb': placement.foreign_memory(state),
+            'note': placement.foreign_note(state) or None, 'checked_at': iso(engine.get('foreign_checked_at'))}
 
 
 def history_dict(entry):

@@ -14,7 +14,11 @@ description:
     slots.
   - Options left out keep the value the engine already has, so changing the slots of a registered engine needs
     only O(name) and O(slots).
-  - Only the queue is changed; the engine itself is not contacted, so no engine credentials are needed.
+  - With O(discover=true) the module asks the engine itself (reads only) which jobs it carries, how many jobs it runs
+    at once and how much memory it has for jobs, and registers that; this needs engine credentials (O(username) and
+    O(password), or O(engine_credentials)). Anything given explicitly overrides what the engine says.
+  - Without O(discover), only the queue is changed; the engine itself is not contacted, so no engine credentials are
+    needed.
 extends_documentation_fragment:
   - orchestra.fleet.masking
   - ansible.builtin.action_common_attributes
@@ -42,11 +46,24 @@ options:
         V(https://masking1.example.com:8282). The API path C(/masking/api) is added when the URL does not end with it.
       - Required when the engine is not registered yet.
     type: str
+  discover:
+    description:
+      - Read from the engine what it carries and can run, and register that. The jobs are every masking job of every
+        environment of every application (C(applications), C(environments), C(masking-jobs), all pages), registered
+        by name and environment. O(slots) comes from the application setting C(NumSimulJobsAllowed) (0 means the
+        engine's C(totalAvailableCores) - 1); O(memory_mb) from C(MaximumMemoryForJobs), or else
+        C(totalAllocatedMemoryForJobs) of C(system-information).
+      - O(slots), O(memory_mb) and O(jobs), when given, override what the engine says; RV(sources) says where each
+        value came from. The poll step keeps the discovered values fresh (see the user guide).
+      - An engine that cannot be reached or refuses the login fails the task, naming the engine; the queue is left
+        as it was. Check mode reads the engine and shows what would change.
+    type: bool
+    default: false
   slots:
     description:
       - How many jobs the queue runs on this engine at once (the engine setting C(NumSimulJobsAllowed), or fewer to
         keep headroom).
-      - Required when the engine is not registered yet.
+      - Required when the engine is not registered yet, unless O(discover=true).
     type: int
   memory_mb:
     description:
@@ -85,6 +102,25 @@ attributes:
 '''
 
 EXAMPLES = r'''
+- name: Register an engine from what it says about itself (jobs, slots, memory)
+  orchestra.fleet.masking_engine:
+    name: masking1
+    url: https://masking1.example.com:8282
+    discover: true
+    username: "{{ masking_user }}"
+    password: "{{ masking_password }}"
+  delegate_to: localhost
+
+- name: Discover, but keep one slot free for people who start jobs in the engine's UI
+  orchestra.fleet.masking_engine:
+    name: masking2
+    url: https://masking2.example.com:8282
+    discover: true
+    slots: 5
+    username: "{{ masking_user }}"
+    password: "{{ masking_password }}"
+  delegate_to: localhost
+
 - name: Register two engines that carry the customer masking jobs
   orchestra.fleet.masking_engine:
     name: "{{ item.name }}"
@@ -187,6 +223,37 @@ engine:
       description: Since when (ISO-8601 UTC) the engine has not answered, or null.
       type: str
       sample: null
+    discovered:
+      description: Which of C(slots), C(memory_mb) and C(jobs) came from the engine (the poll step refreshes those);
+        null when the engine was registered by hand.
+      type: list
+      elements: str
+      sample: [slots, memory_mb, jobs]
+    jobs_read_at:
+      description: When (ISO-8601 UTC) the queue last read the engine's job list, or null.
+      type: str
+      sample: "2026-12-04T15:02:11.120Z"
+    foreign:
+      description: Load on the engine that the queue did not start (RUNNING or QUEUED executions no queue job owns),
+        as the poll step last listed it; it uses the engine's slots and memory in placement.
+      type: dict
+      sample: {executions: [{execution_id: 31, job_id: 12, job_name: mask_x, status: RUNNING, max_memory_mb: 1024}],
+               slots: 1, memory_mb: 1024, checked_at: "2026-12-04T15:02:11.120Z",
+               note: "1 of 4 slots used by an execution started outside the queue (execution 31 of mask_x, RUNNING)"}
+sources:
+  description:
+    - With O(discover=true), where each of C(slots), C(memory_mb) and C(jobs) came from - V(explicit) for a value given
+      to the task, else the engine's answer it was read from.
+  returned: when O(discover=true)
+  type: dict
+  sample: {slots: application-settings NumSimulJobsAllowed, memory_mb: explicit,
+           jobs: "the engine: 390 jobs in 3 environments"}
+discovered:
+  description:
+    - With O(discover=true), what the engine said, including values an explicit option overrode, and its version.
+  returned: when O(discover=true)
+  type: dict
+  sample: {slots: 7, memory_mb: 16384, jobs: [{name: mask_customers, environment: prod_copy}], version: 6.0.17.0}
 diff:
   description: The engine's settings before and after, in diff mode.
   returned: when changed and diff mode is on
@@ -209,6 +276,7 @@ def module_argument_spec():
         enabled=dict(type='bool'),
         validate_certs=dict(type='bool'),
         force=dict(type='bool', default=False),
+        discover=dict(type='bool', default=False),
     )
 
 
@@ -248,11 +316,18 @@ def ensure(module, queue):
     except ValueError as error:
         module.fail_json(msg=str(error), error_kind='bad_parameter')
     new = current_engine(queue, params['name']) is None
-    changes, engine = queue.ensure_engine(params['name'], url=params['url'], slots=params['slots'],
-                                          memory_mb=params['memory_mb'], jobs=jobs, enabled=params['enabled'],
-                                          drained=params['state'] == 'drained', verify=params['validate_certs'],
-                                          dry_run=module.check_mode)
-    result = dict(changed=bool(changes), engine=engine)
+    settings = dict(url=params['url'], slots=params['slots'], memory_mb=params['memory_mb'], jobs=jobs,
+                    enabled=params['enabled'], drained=params['state'] == 'drained', verify=params['validate_certs'],
+                    dry_run=module.check_mode)
+    report = {}
+    if params['discover']:
+        changes, engine, report = queue.discover_engine(params['name'], **settings)
+    else:
+        changes, engine = queue.ensure_engine(params['name'], **settings)
+    result = dict(changed=bool(changes), engine=engine, **report)
+    result.pop('version', None)
+    if report:
+        result['discovered'] = dict(report['discovered'], version=report.get('version'))
     if module._diff and changes:
         result['diff'] = dict(before={} if new else dict((k, v[0]) for k, v in changes.items()),
                               after=dict((k, v[1]) for k, v in changes.items()))

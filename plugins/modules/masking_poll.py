@@ -71,12 +71,14 @@ step:
     - What the first poll step reported, counters of jobs C(started), C(recovered) (interrupted starts reconciled),
       C(refreshed), C(finished), C(requeued), C(cancelled), C(start_errors), engines found C(unreachable), and
       C(waiting_for_credentials) (scheduled jobs on engines this task has no credentials for; the task then fails
-      with C(error_kind=no_credentials) instead of reporting success while nothing can move).
+      with C(error_kind=no_credentials) instead of reporting success while nothing can move), C(described) (engines
+      registered with discovery whose job list and capacity were read again) and C(foreign) (executions seen on the
+      engines that no queue job owns, which use slots in placement).
     - C(changed) is true when a job was started, recovered, finished, requeued or cancelled.
   returned: always
   type: dict
   sample: {started: 2, recovered: 0, refreshed: 5, finished: 1, requeued: 0, cancelled: 0, start_errors: 0, unreachable: 0,
-           waiting_for_credentials: 0}
+           waiting_for_credentials: 0, described: 0, foreign: 0}
 steps:
   description: How many poll steps this task ran (1 without O(follow)).
   returned: always
@@ -101,9 +103,10 @@ summary:
       type: int
       sample: 0
     engines:
-      description: Per engine, C(slots), C(slots_used), C(enabled) and C(drained).
+      description: Per engine, C(slots), C(slots_used), C(foreign_slots) (executions started outside the queue),
+        C(enabled) and C(drained).
       type: dict
-      sample: {masking1: {slots: 4, slots_used: 0, enabled: true, drained: false}}
+      sample: {masking1: {slots: 4, slots_used: 0, foreign_slots: 0, enabled: true, drained: false}}
 '''
 
 import time

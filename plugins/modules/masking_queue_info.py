@@ -129,6 +129,9 @@ engines:
     - The registered engines (see M(orchestra.fleet.masking_engine) RV(orchestra.fleet.masking_engine#module:engine) for the keys).
     - Fleet hosts that M(orchestra.fleet.workflow_job) registered are listed too, with C(kind) V(fleet) (masking engines
       have V(masking)) and C(slots) the workflows a host runs at once.
+    - C(foreign) is the load on the engine that the queue did not start (RUNNING or QUEUED executions no queue job owns,
+      as the poll step last listed them), with C(slots), C(memory_mb), the C(executions) and a C(note) such as
+      C(1 of 4 slots used by an execution started outside the queue); placement counts it like the queue's own jobs.
   returned: when O(engines=true)
   type: list
   elements: dict
@@ -145,6 +148,11 @@ engines:
       memory_used_mb: 4096
       last_error: null
       unreachable_since: null
+      discovered: [slots, memory_mb, jobs]
+      jobs_read_at: "2026-11-22T01:58:00.000Z"
+      foreign: {slots: 1, memory_mb: 1024, checked_at: "2026-11-22T02:00:00.100Z",
+                executions: [{execution_id: 31, job_id: 12, job_name: mask_x, status: RUNNING, max_memory_mb: 1024}],
+                note: "1 of 4 slots used by an execution started outside the queue (execution 31 of mask_x, RUNNING)"}
 history:
   description:
     - Transitions per requested job, oldest first, keyed by queue id (the C(id) of RV(jobs)).
@@ -182,9 +190,10 @@ summary:
       type: int
       sample: 9
     engines:
-      description: Per engine, C(slots), C(slots_used), C(enabled) and C(drained).
+      description: Per engine, C(slots), C(slots_used) (the queue's own jobs), C(foreign_slots) (executions started
+        outside the queue), C(enabled) and C(drained).
       type: dict
-      sample: {masking1: {slots: 4, slots_used: 4, enabled: true, drained: false}}
+      sample: {masking1: {slots: 4, slots_used: 3, foreign_slots: 1, enabled: true, drained: false}}
 '''
 
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_module import (

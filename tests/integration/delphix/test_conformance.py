@@ -1,6 +1,7 @@
 """The simulator's raw HTTP answers against the documented shapes (no client in the loop)."""
 import re
 import time
+import urllib.error
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
@@ -238,3 +239,37 @@ def test_execution_ids_only_grow(sims):
         seen.append(raw.ok('POST', '/executions', 201, json={'jobId': ids[name]})['executionId'])
         time.sleep(0.05)
     assert seen == sorted(seen) and len(set(seen)) == 4
+
+
+def test_capacity_settings_system_information_and_executions_started_outside(sims):
+    """What discovery reads: NumSimulJobsAllowed 0 means cores - 1; MaximumMemoryForJobs absent from the settings
+    when unset, and then totalAllocatedMemoryForJobs is the budget the engine enforces; every settings group pages;
+    an execution started outside (its UI) lists like any other, and changes made on the engine show at once."""
+    sim = sims(seed_config('capacity', [{'name': 'a', 'duration': 60, 'max_memory': 600},
+                                        {'name': 'b', 'duration': 60, 'max_memory': 600},
+                                        {'name': 'c', 'duration': 60, 'max_memory': 600, 'environment': 'prod'}],
+                           slots=0, total_available_cores=3, total_allocated_memory_mb=1000))
+    raw = Raw(sim)
+    settings = raw.ok('GET', '/application-settings')
+    check(settings, shapes.page_of(shapes.SETTING))
+    names = {s['settingName']: s['settingValue'] for s in settings['responseList']}
+    assert names['NumSimulJobsAllowed'] == '0' and 'MaximumMemoryForJobs' not in names
+    system = raw.ok('GET', '/system-information')
+    check(system, shapes.SYSTEM_INFORMATION)
+    assert (system['totalAvailableCores'], system['totalAllocatedMemoryForJobs']) == (3, 1000)
+    beyond = raw.call('GET', '/application-settings', params={'page_number': 3, 'page_size': 1})
+    assert beyond.status_code == 400 and 'The last page is 2' in beyond.json()['errorMessage']
+    outside = sim.start_outside('a')
+    check(outside, shapes.EXECUTION_RUNNING)
+    ours = raw.ok('POST', '/executions', 201, json={'jobId': raw.ok('GET', '/masking-jobs')['responseList'][1]['maskingJobId']})
+    assert ours['status'] == 'QUEUED'            # 2 slots (3 cores - 1), but 600 + 600 MB > 1000 MB
+    running = raw.ok('GET', '/executions', params={'execution_status': 'RUNNING'})['responseList']
+    assert [e['executionId'] for e in running] == [outside['executionId']]
+    sim.set_settings({'max_memory_for_jobs': 2000})
+    names = {s['settingName']: s['settingValue'] for s in raw.ok('GET', '/application-settings')['responseList']}
+    assert names['MaximumMemoryForJobs'] == '2000'
+    assert raw.ok('GET', '/executions/%d' % ours['executionId'])['status'] == 'RUNNING'
+    with pytest.raises(urllib.error.HTTPError):
+        sim.start_outside('no_such_job')
+    record = sim.record()
+    assert [e['origin'] for e in record['executions']] == ['outside', 'api']

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from email.utils import formatdate
 from urllib.parse import parse_qs
 
+from .config import JOB_DEFAULTS
 from .engine import EngineError, FILTER_STATUSES
 from .faults import FaultError
 
@@ -307,10 +308,9 @@ class App:
 
     def system_information(self, _environ):
         settings = self.engine.settings
-        memory = settings['max_memory_for_jobs']
         return 200, compact({'version': settings['version'], 'build': settings['build'],
                              'buildTimestamp': settings['build'].rsplit('-', 1)[-1],
-                             'totalAllocatedMemoryForJobs': memory if memory is not None else 65536,
+                             'totalAllocatedMemoryForJobs': self.engine.memory_budget(),
                              'totalAvailableCores': settings['total_available_cores']})
 
     def settings(self, environ):
@@ -338,4 +338,44 @@ class App:
                 return 200, self.faults.update(self.body(environ))
             except (FaultError, EngineError, ValueError, TypeError) as exc:
                 return 400, {'errorMessage': str(exc)}
+        try:
+            return self.sim_change(method, path, environ)
+        except (EngineError, KeyError, TypeError, ValueError) as exc:
+            return getattr(exc, 'status', 400), {'errorMessage': getattr(exc, 'message', str(exc))}
+
+    def sim_change(self, method, path, environ):
+        """TEST-ONLY changes an operator makes on the engine itself (its UI, another tool), never through our client.
+
+        POST /_sim/executions {"jobName", "environment"?} or {"jobId"}: start an execution "from outside";
+        POST /_sim/jobs {"environment", "name", ...job keys}: add a job; PUT /_sim/jobs/{id} {"name"}: rename;
+        DELETE /_sim/jobs/{id}: delete; PUT /_sim/users [{"username", "password"}]: replace the users;
+        PUT /_sim/settings {"num_simul_jobs_allowed", "max_memory_for_jobs", "total_available_cores", ...}.
+        """
+        job_path = re.fullmatch(r'/_sim/jobs/(\d+)', path)
+        if (method, path) == ('POST', '/_sim/executions'):
+            data = self.body(environ)
+            job = self.engine.find_job(data.get('jobId'), data.get('jobName'), data.get('environment'))
+            body = dict((key, data[key]) for key in ('targetConnectorId', 'sourceConnectorId') if key in data)
+            return 201, self.render(self.engine.start(dict(body, jobId=job.id), origin='outside'))
+        if (method, path) == ('POST', '/_sim/jobs'):
+            data = self.body(environ)
+            environment = data.pop('environment')
+            spec = dict(JOB_DEFAULTS)
+            spec.update(data)
+            return 201, self.engine.job_view(self.engine.add_job(environment, spec))
+        if job_path and method == 'PUT':
+            self.engine.rename_job(int(job_path.group(1)), self.body(environ).get('name'))
+            return 200, self.engine.job_view(self.engine.find_job(int(job_path.group(1))))
+        if job_path and method == 'DELETE':
+            self.engine.delete_job(int(job_path.group(1)))
+            return 204, None
+        if (method, path) == ('PUT', '/_sim/users'):
+            length = int(environ.get('CONTENT_LENGTH') or 0)
+            users = json.loads(environ['wsgi.input'].read(length) or b'[]')
+            if not isinstance(users, list) or not all(isinstance(u, dict) and u.get('username') for u in users):
+                raise EngineError(400, 'a list of {"username", "password"} objects is expected')
+            self.engine.set_users(users)
+            return 200, {'users': sorted(u['username'] for u in users)}
+        if (method, path) == ('PUT', '/_sim/settings'):
+            return 200, self.engine.update_settings(self.body(environ))
         return 404, {'errorMessage': 'unknown test endpoint %s' % path}

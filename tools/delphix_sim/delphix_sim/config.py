@@ -19,7 +19,8 @@ ENGINE_DEFAULTS = {
     'api_version': '5.1.44',
     'num_simul_jobs_allowed': 7,    # 0 means cores - 1, as on a real engine
     'total_available_cores': 8,
-    'max_memory_for_jobs': None,    # MB; None = no memory budget
+    'max_memory_for_jobs': None,    # MB, MaximumMemoryForJobs; None = the setting is unset: total_allocated_memory_mb
+    'total_allocated_memory_mb': 65536,  # /system-information totalAllocatedMemoryForJobs when the setting is unset
     'token_timeout_s': 900.0,       # API_AUTHORIZATION_TIMEOUT
     'post_status': 201,             # [V] the spec's 201 for POST /login and POST /executions (200 selectable)
     'clock_offset_s': 0.0,          # the engine's own clock: seconds ahead (+) or behind (-) the host's

@@ -49,6 +49,7 @@ class Run:
         self.outcome = job.spec['outcome']
         self.duration = max(0.0, float(job.spec['duration']))
         self.memory = int(job.spec['max_memory'] or 0)
+        self.origin = 'api'        # 'outside': started through /_sim/executions (the engine's UI, another tool)
         self.source_connector = body.get('sourceConnectorId')
         self.target_connector = body.get('targetConnectorId')
         self.cancelled_progress = None
@@ -108,6 +109,74 @@ class Engine:
         allowed = int(self.settings['num_simul_jobs_allowed'])
         return allowed if allowed > 0 else max(1, int(self.settings['total_available_cores']) - 1)
 
+    def memory_budget(self):
+        """MB the running jobs' maxMemory may sum to: MaximumMemoryForJobs when set, else the memory the engine
+        allocated for jobs (what /system-information reports as totalAllocatedMemoryForJobs): one number, enforced
+        and reported alike."""
+        memory = self.settings['max_memory_for_jobs']
+        return int(memory) if memory is not None else int(self.settings['total_allocated_memory_mb'])
+
+    # ---- TEST-ONLY changes (the /_sim/ endpoints): what an operator does in the engine's UI -------------
+    def find_job(self, job_id=None, name=None, environment=None):
+        """A job by id, or by name (and environment name when the name repeats); EngineError 404/409 otherwise."""
+        with self.lock:
+            if job_id is not None:
+                job = self.jobs.get(job_id)
+                if job is None:
+                    raise EngineError(404, 'Masking job with id %s does not exist.' % job_id)
+                return job
+            found = [job for job in self.jobs.values() if job.name == name and (
+                environment is None or self.environments[job.env]['environmentName'] == environment)]
+            if not found:
+                raise EngineError(404, 'Masking job %s does not exist.' % name)
+            if len(found) > 1:
+                raise EngineError(409, 'Masking job %s exists in several environments: name one.' % name)
+            return found[0]
+
+    def add_job(self, environment, spec):
+        """Create a job in an existing environment (by name); ids keep growing, as on a real engine."""
+        with self.lock:
+            envs = [env_id for env_id, env in self.environments.items() if env['environmentName'] == environment]
+            if not envs:
+                raise EngineError(404, 'Environment %s does not exist.' % environment)
+            if not spec.get('name') or len(spec['name']) > 50:
+                raise EngineError(400, 'job names are 1..50 characters')
+            job = Job(max(self.jobs or [int(self.settings['job_id_base']) - 1]) + 1, envs[0], spec)
+            self.jobs[job.id] = job
+            return job
+
+    def rename_job(self, job_id, new_name):
+        with self.lock:
+            if not new_name or len(new_name) > 50:
+                raise EngineError(400, 'job names are 1..50 characters')
+            self.find_job(job_id).name = new_name
+
+    def delete_job(self, job_id):
+        with self.lock:
+            self.find_job(job_id)
+            del self.jobs[job_id]   # its executions stay in the history, as on an engine
+
+    def set_users(self, users):
+        """Replace the users (a changed password refuses the next login; issued tokens stay valid until they expire)."""
+        with self.lock:
+            self.users = {u['username']: u['password'] for u in users}
+
+    SETTABLE = ('num_simul_jobs_allowed', 'max_memory_for_jobs', 'total_available_cores', 'total_allocated_memory_mb')
+
+    def update_settings(self, changes):
+        with self.lock:
+            unknown = set(changes) - set(self.SETTABLE)
+            if unknown:
+                raise EngineError(400, 'unknown settings: %s' % ', '.join(sorted(unknown)))
+            for key, value in changes.items():
+                if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                    raise EngineError(400, '%s must be a whole number >= 0' % key)
+                if value is None and key != 'max_memory_for_jobs':
+                    raise EngineError(400, '%s cannot be null' % key)
+            self.settings.update(changes)
+            self.advance()   # more room admits queued executions now
+            return {key: self.settings[key] for key in self.SETTABLE}
+
     # ---- tokens ----------------------------------------------------------------------------
     def login(self, username, password):
         with self.lock:
@@ -161,12 +230,12 @@ class Engine:
         self._running.pop(run.id, None)
 
     def _admit(self, when):
-        budget = self.settings['max_memory_for_jobs']
+        budget = self.memory_budget()
         for run in list(self._queue):
             if len(self._running) >= self.slots():
                 break
             in_use = sum(r.memory for r in self._running.values())
-            if budget is not None and in_use + run.memory > int(budget):
+            if in_use + run.memory > budget:
                 continue  # [I] a smaller job behind it may still fit
             self._queue.remove(run)
             run.start = when
@@ -185,7 +254,7 @@ class Engine:
             seen[run.job.id] = run.id
 
     # ---- executions ------------------------------------------------------------------------
-    def start(self, body):
+    def start(self, body, origin='api'):
         with self.lock:
             now = self.advance()
             job_id = body.get('jobId')
@@ -202,6 +271,7 @@ class Engine:
                 raise EngineError(409, 'Job %s (id %d) is already running or queued as execution %d.'
                                   % (job.name, job_id, active[0].id))
             run = Run(next(self._exec_ids), job, now, body)
+            run.origin = origin
             self._runs[run.id] = run
             self._queue.append(run)
             self._admit(now)
@@ -291,12 +361,12 @@ class Engine:
                 executions.append({'executionId': run.id, 'jobId': run.job.id, 'jobName': run.job.name,
                                    'environment': self.environments[run.job.env]['environmentName'],
                                    'status': run.status, 'submitted': run.submit, 'started': run.start,
-                                   'ended': run.end, 'maxMemory': run.memory})
+                                   'ended': run.end, 'maxMemory': run.memory, 'origin': run.origin})
                 per_job.setdefault(str(run.job.id), []).append(run.id)
                 per_job_name.setdefault(run.job.name, []).append(run.id)
             return {'engine': self.settings['name'], 'slots': self.slots(), 'now': self._clock(),
                     'clock_offset_s': float(self.settings.get('clock_offset_s') or 0.0),
-                    'memory_budget': self.settings['max_memory_for_jobs'], 'executions': executions,
+                    'memory_budget': self.memory_budget(), 'executions': executions,
                     'per_job': per_job, 'per_job_name': per_job_name, 'running': len(self._running), 'queued': len(self._queue),
                     'max_concurrency': self.stats['max_concurrency'],
                     'max_memory_in_use': self.stats['max_memory_in_use'],

@@ -51,6 +51,32 @@ class SimHandle:
         """Change fault knobs at runtime; a None value resets that knob."""
         return self._call('PUT', '/_sim/faults', changes)
 
+    # TEST-ONLY: what someone does on the engine itself, outside the queue (its UI, another tool)
+    def start_outside(self, job_name, environment=None):
+        """Start an execution of job_name as the engine's UI would -> the execution object."""
+        body = {'jobName': job_name}
+        if environment is not None:
+            body['environment'] = environment
+        return self._call('POST', '/_sim/executions', body)
+
+    def add_job(self, environment, name, **spec):
+        return self._call('POST', '/_sim/jobs', dict(spec, environment=environment, name=name))
+
+    def rename_job(self, job_id, new_name):
+        return self._call('PUT', '/_sim/jobs/%d' % int(job_id), {'name': new_name})
+
+    def delete_job(self, job_id):
+        return self._call('DELETE', '/_sim/jobs/%d' % int(job_id))
+
+    def set_users(self, users):
+        """Replace the engine's users: [{'username', 'password'}] (a changed password refuses the next login)."""
+        return self._call('PUT', '/_sim/users', users)
+
+    def set_settings(self, changes):
+        """Change engine settings at run time: num_simul_jobs_allowed, max_memory_for_jobs, total_available_cores,
+        total_allocated_memory_mb."""
+        return self._call('PUT', '/_sim/settings', changes)
+
     def alive(self):
         return self.proc.poll() is None
 

@@ -210,3 +210,35 @@ def test_posts_answer_201_by_default():
     assert normalize(seed_config('eng', []))['engine']['post_status'] == 201
     with pytest.raises(ConfigError):
         normalize(seed_config('eng', [], clock_offset_s='soon'))
+
+
+def test_outside_starts_job_changes_users_and_settings():
+    engine, clock, ids = make([{'name': 'a', 'duration': 10}, {'name': 'b', 'duration': 10}], slots=1)
+    outside = engine.start({'jobId': ids['a@env']}, origin='outside')
+    ours = engine.start({'jobId': ids['b@env']})
+    assert (outside.status, ours.status) == ('RUNNING', 'QUEUED')
+    assert [e['origin'] for e in engine.record()['executions']] == ['outside', 'api']
+    engine.update_settings({'num_simul_jobs_allowed': 2})
+    assert ours.status == 'RUNNING'                       # more room admits at once
+    with pytest.raises(EngineError):
+        engine.update_settings({'num_simul_jobs_allowed': -1})
+    with pytest.raises(EngineError):
+        engine.update_settings({'unknown': 1})
+    added = engine.add_job('env', dict(outside.job.spec, name='c'))
+    assert added.id > max(ids.values())                   # ids keep growing
+    engine.rename_job(added.id, 'c2')
+    assert engine.find_job(name='c2').id == added.id
+    engine.delete_job(added.id)
+    with pytest.raises(EngineError):
+        engine.find_job(added.id)
+    engine.set_users([{'username': 'admin', 'password': 'New-1'}])
+    with pytest.raises(EngineError):
+        engine.login('admin', 'Admin-12')
+    assert engine.login('admin', 'New-1')
+
+
+def test_memory_budget_is_the_setting_else_the_allocated_memory_it_reports():
+    engine, _clock, _ids = make([{'name': 'a'}], memory_mb=None)
+    assert engine.memory_budget() == 65536
+    engine.update_settings({'max_memory_for_jobs': 2048})
+    assert engine.memory_budget() == 2048 and engine.record()['memory_budget'] == 2048

@@ -4,7 +4,7 @@ import collections
 from hypothesis import given, settings, strategies as st
 
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_placement import (
-    QueuedJob, make_engine, pending_reason, place, plan)
+    QueuedJob, foreign_memory, make_engine, pending_reason, place, plan)
 
 JOB_NAMES = ['mask_a', 'mask_b', 'mask_c', 'mask_d']
 
@@ -21,7 +21,10 @@ def scenarios(draw):
         carries = draw(st.one_of(st.none(), st.lists(st.sampled_from(JOB_NAMES), unique=True, max_size=4)))
         slots = draw(st.integers(0, 5))
         memory = draw(st.one_of(st.none(), st.integers(1, 8000)))
-        engines.append(make_engine('e%d' % index, slots, slots_used=draw(st.integers(0, slots)), memory_mb=memory,
+        # executions started outside the queue: they take slots and memory like the queue's own (may overfill)
+        foreign = [{'execution_id': 900 + n, 'job_name': 'x', 'status': 'RUNNING', 'max_memory_mb': draw(st.integers(0, 3000))}
+                   for n in range(draw(st.integers(0, 2)))]
+        engines.append(make_engine('e%d' % index, slots, slots_used=draw(st.integers(0, slots)), memory_mb=memory, foreign=foreign,
                                    enabled=draw(st.booleans()) or True, drained=draw(st.integers(0, 5)) == 0,
                                    jobs=carries, unreachable_since=1.0 if draw(st.integers(0, 6)) == 0 else None))
     names = ['e%d' % i for i in range(engine_count)] + ['ghost']
@@ -49,11 +52,11 @@ def test_placement_never_breaks_a_rule(scenario):
     load = collections.Counter(a.engine for a in assignments)
     for name, count in load.items():
         engine = by_engine[name]
-        assert engine.slots_used + count <= engine.slots, 'over slots'
+        assert engine.slots_used + len(engine.foreign) + count <= engine.slots, 'over slots'
         assert engine.enabled and not engine.drained and engine.unreachable_since is None
         if engine.memory_mb is not None:
             memory = sum(by_job[a.job_id].max_memory_mb or 0 for a in assignments if a.engine == name)
-            assert engine.memory_used_mb + memory <= engine.memory_mb, 'over the memory budget'
+            assert engine.memory_used_mb + foreign_memory(engine) + memory <= engine.memory_mb, 'over the memory budget'
     seen = set()
     for a in assignments:
         placed = by_job[a.job_id]
@@ -103,9 +106,10 @@ def test_a_job_waits_only_when_no_engine_can_take_it(scenario):
         assert reason, 'every waiting job has a reason'
         for engine in after:
             fits = (engine.enabled and not engine.drained and engine.unreachable_since is None
-                    and engine.slots_used < engine.slots and _carries(engine, j.job_name)
+                    and engine.slots_used + len(engine.foreign) < engine.slots and _carries(engine, j.job_name)
                     and j.engine_affinity in (None, engine.name)
-                    and (engine.memory_mb is None or engine.memory_used_mb + (j.max_memory_mb or 0) <= engine.memory_mb)
+                    and (engine.memory_mb is None
+                         or engine.memory_used_mb + foreign_memory(engine) + (j.max_memory_mb or 0) <= engine.memory_mb)
                     and not any(n == j.job_name for n, _e in engine.active_jobs))
             assert not fits, 'job %d waits although %s could take it' % (j.id, engine.name)
 

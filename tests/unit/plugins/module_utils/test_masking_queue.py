@@ -692,3 +692,145 @@ def test_a_reconcile_never_hands_one_execution_to_a_second_job(lab):
     row = lab.queue.job(second['id'])
     assert row['state'] == 'FAILED' and 'already belongs to queue job %d' % first['id'] in row['error']
     assert lab.queue.job(first['id'])['execution_id'] == owned
+
+
+# ---- engines that describe themselves (fake engine, fake clock) ----------------------------------------------
+
+class DescribingDriver(FakeDriver):
+    """A fake driver that also describes its engine: settings, system-information, catalogue, active executions."""
+
+    def describe(self):
+        self._check('describe')
+        if self.engine.refuse:
+            raise EngineAuthError('engine %s refused the credentials: HTTP 401' % self.engine.name)
+        catalogue = [{'jobName': name, 'maskingJobId': index + 1, 'environmentName': env, 'maxMemory': 100}
+                     for index, (name, env) in enumerate(self.engine.catalogue)]
+        system = {'totalAllocatedMemoryForJobs': 4096, 'totalAvailableCores': 4}
+        return {'NumSimulJobsAllowed': str(self.engine.slots)}, system, catalogue
+
+    def start_marker(self, job):
+        if (job['job_name'], job['environment'] or 'dev') not in self.engine.catalogue:
+            raise EngineJobNotFound('masking job %r does not exist' % job['job_name'])
+        return super().start_marker(job)
+
+    def active_executions(self):
+        self._check('active')
+        return [{'execution_id': i, 'job_id': 1, 'job_name': run['job'], 'status': run['status'], 'max_memory_mb': 100}
+                for i, run in sorted(self.engine.executions.items()) if run['status'] in ('RUNNING', 'QUEUED')]
+
+
+class DescribingLab(Lab):
+    def factory(self, engine, credentials):
+        if not credentials:
+            raise MissingCredentials('no credentials for engine %s' % engine['name'])
+        return DescribingDriver(self.engines[engine['name']])
+
+    def describing(self, name, slots=2, jobs=(('mask_a', 'dev'), ('mask_b', 'dev'))):
+        engine = FakeEngine(name, self.clock)
+        engine.slots, engine.catalogue, engine.refuse = slots, list(jobs), False
+        self.engines[name] = engine
+        return engine
+
+
+@pytest.fixture
+def dlab(tmp_path):
+    return DescribingLab(tmp_path)
+
+
+def test_discover_engine_dry_run_then_registers_then_is_idempotent(dlab):
+    dlab.describing('e1', slots=3)
+    changes, engine, report = dlab.queue.discover_engine('e1', 'https://e1:8282', dry_run=True)
+    assert changes and engine['slots'] == 3 and dlab.queue.engines() == []
+    changes, engine, report = dlab.queue.discover_engine('e1', 'https://e1:8282')
+    assert engine['slots'] == 3 and engine['memory_mb'] == 4096 and engine['discovered'] == ['slots', 'memory_mb', 'jobs']
+    assert engine['jobs'] == [{'name': 'mask_a', 'environment': 'dev'}, {'name': 'mask_b', 'environment': 'dev'}]
+    assert report['sources']['memory_mb'] == 'system-information totalAllocatedMemoryForJobs'
+    assert not dlab.queue.discover_engine('e1')[0]                       # url and everything else as registered
+    changes, engine, report = dlab.queue.discover_engine('e1', slots=1)
+    assert changes['slots'] == (3, 1) and report['sources']['slots'] == 'explicit' and engine['discovered'] == ['memory_mb', 'jobs']
+
+
+def test_discovery_failures_name_the_engine_and_change_nothing(dlab):
+    engine = dlab.describing('e1')
+    dlab.queue.discover_engine('e1', 'https://e1:8282')
+    before = dlab.queue.engines()
+    engine.refuse = True
+    with pytest.raises(EngineAuthError, match=r'cannot discover engine e1 \(https://e1:8282\).*nothing was changed'):
+        dlab.queue.discover_engine('e1', slots=5)
+    engine.refuse, engine.down = False, True
+    with pytest.raises(EngineUnavailable, match='cannot discover engine e1'):
+        dlab.queue.discover_engine('e1')
+    assert dlab.queue.engines() == before
+    bare = dlab.make_queue(credentials={})
+    with pytest.raises(MissingCredentials, match='no credentials for it'):
+        bare.discover_engine('e1')
+    with pytest.raises(InvalidRequest, match='url is required'):
+        dlab.queue.discover_engine('e2')
+
+
+def test_foreign_executions_give_back_a_placed_job_and_show_in_the_reason(dlab):
+    engine = dlab.describing('e1', slots=1)
+    dlab.queue.discover_engine('e1', 'https://e1:8282')
+    outside = engine.add('mask_b')                                       # started in the engine's UI
+    job = dlab.queue.enqueue('mask_a')[1]
+    assert dlab.queue.schedule_step()['placed'] == 1                    # the scheduler has not seen it yet
+    stats = dlab.queue.poll_step()
+    assert stats['requeued'] == 1 and stats['started'] == 0 and engine.calls['start'] == 0
+    reason = dlab.queue.job(job['id'])['reason']
+    assert '1 of 1 slots used by an execution started outside the queue (execution %d of mask_b, RUNNING)' % outside in reason
+    assert dlab.queue.schedule_step()['placed'] == 0
+    assert dlab.queue.engine('e1')['foreign']['slots'] == 1
+    engine.finish('mask_b')
+    dlab.clock.now += 1.0
+    dlab.queue.poll_step()                                               # sees the slot free again
+    dlab.step()
+    assert dlab.queue.job(job['id'])['state'] == 'RUNNING' and dlab.queue.engine('e1')['foreign']['slots'] == 0
+
+
+def test_a_job_gone_from_a_discovered_engine_is_queued_again_with_a_reason(dlab):
+    engine = dlab.describing('e1')
+    dlab.queue.discover_engine('e1', 'https://e1:8282')
+    job = dlab.queue.enqueue('mask_b')[1]
+    dlab.queue.schedule_step()
+    engine.catalogue = [('mask_a', 'dev'), ('mask_b_renamed', 'dev')]
+    stats = dlab.queue.poll_step()
+    assert stats['requeued'] == 1 and stats['described'] == 1 and stats['finished'] == 0
+    row = dlab.queue.job(job['id'])
+    assert row['state'] == 'QUEUED'
+    assert row['reason'] == ('no engine carries job mask_b (not in the job lists read from engines e1: deleted or '
+                             'renamed there?)')
+
+
+def test_a_job_missing_on_an_engine_registered_by_hand_still_fails_its_start(dlab):
+    engine = dlab.describing('e1', jobs=[('mask_a', 'dev')])
+    dlab.queue.ensure_engine('e1', 'https://e1:8282', slots=2, jobs=['mask_a', 'mask_b'])
+    job = dlab.queue.enqueue('mask_b')[1]
+    dlab.step()
+    row = dlab.queue.job(job['id'])
+    assert row['state'] == 'FAILED' and row['error_kind'] == 'job_not_found' and engine.calls['describe'] == 0
+
+
+def test_the_job_list_is_read_again_at_the_interval_only(dlab):
+    engine = dlab.describing('e1')
+    dlab.queue.discover_engine('e1', 'https://e1:8282')
+    engine.catalogue.append(('mask_c', 'prod'))
+    assert dlab.queue.poll_step()['described'] == 0
+    dlab.clock.now += dlab.queue.catalogue_interval + 1.0
+    assert dlab.queue.poll_step()['described'] == 1
+    assert {'name': 'mask_c', 'environment': 'prod'} in dlab.queue.engine('e1')['jobs']
+    assert dlab.queue.poll_step()['described'] == 0
+
+
+def test_engine_reports_split_ours_and_foreign(dlab):
+    engine = dlab.describing('e1')
+    dlab.queue.discover_engine('e1', 'https://e1:8282')
+    job = dlab.queue.enqueue('mask_a', request_id='r-a')[1]
+    dlab.step()
+    outside = engine.add('mask_b')
+    report = dlab.queue.engine_reports('e1')[0]
+    assert report['reachable'] and [e['execution_id'] for e in report['executions']['foreign']] == [outside]
+    assert [(e['queue_id'], e['request_id']) for e in report['executions']['ours']] == [(job['id'], 'r-a')]
+    assert report['capacity']['slots'] == {'value': 2, 'source': 'application-settings NumSimulJobsAllowed'}
+    engine.down = True
+    down = dlab.queue.engine_reports()[0]
+    assert down['reachable'] is False and down['error_kind'] == 'engine_unreachable' and 'e1' in down['error']

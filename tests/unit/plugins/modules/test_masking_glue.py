@@ -142,4 +142,4 @@ def test_summary_counts_states_and_slots():
                 engines=[dict(name='e1', slots=4, slots_used=1, enabled=True, drained=False)])
     summary = mm.queue_summary(info)
     assert summary['active'] == 2 and summary['states']['SUCCEEDED'] == 1
-    assert summary['engines'] == {'e1': dict(slots=4, slots_used=1, enabled=True, drained=False)}
+    assert summary['engines'] == {'e1': dict(slots=4, slots_used=1, foreign_slots=0, enabled=True, drained=False)}
