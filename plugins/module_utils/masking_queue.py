@@ -186,7 +186,7 @@ class MaskingQueue:
         credentials = self._credentials.get(name) or self._credentials.get('*')
         where = 'engine %s (%s)' % (name, url)
         try:
-            return self._factory({'name': name, 'url': url, 'verify': True if verify is None else verify}, credentials), where
+            return self._factories[MASKING]({'name': name, 'url': url, 'verify': True if verify is None else verify}, credentials), where
         except MissingCredentials:
             raise MissingCredentials('cannot discover %s: no credentials for it (username and password, or '
                                      'engine_credentials); nothing was changed in the queue' % where)
@@ -258,7 +258,9 @@ class MaskingQueue:
 
     def engine_reports(self, name=None):
         """What each registered engine (or the one named) says now, beside the queue's own view of it. Reads only."""
-        engines = [self._store.engine(name)] if name is not None else self._store.engines()
+        # Masking engines only: fleet hosts share the engines table but are described by their agents, not here.
+        engines = [self._store.engine(name)] if name is not None else [
+            engine for engine in self._store.engines() if kind_of(engine) == MASKING]
         try:
             return [self._engine_report(engine) for engine in engines]
         finally:

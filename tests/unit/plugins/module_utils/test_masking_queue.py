@@ -834,3 +834,11 @@ def test_engine_reports_split_ours_and_foreign(dlab):
     engine.down = True
     down = dlab.queue.engine_reports()[0]
     assert down['reachable'] is False and down['error_kind'] == 'engine_unreachable' and 'e1' in down['error']
+
+
+def test_engine_reports_leave_fleet_hosts_to_their_agents(dlab):
+    # Fleet hosts share the engines table; before, engine_info asked them for a Delphix description.
+    dlab.describing('e1')
+    dlab.queue.discover_engine('e1', 'https://e1:8282')
+    dlab.queue._store.upsert_engine('10.9.0.5', dlab.clock(), kind='fleet', url='http://10.9.0.5:9009', slots=1)
+    assert [report['name'] for report in dlab.queue.engine_reports()] == ['e1']
