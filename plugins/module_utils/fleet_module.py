@@ -12,7 +12,7 @@ import traceback
 
 from ansible.module_utils.basic import env_fallback
 
-from ansible_collections.orchestra.fleet.plugins.module_utils import agent_client
+from ansible_collections.orchestra.fleet.plugins.module_utils import agent_client, agent_options
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_module import queue_errors, resolve_store, store_url_of
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_states import STATES
 
@@ -31,7 +31,7 @@ ENTRY_KEYS = SPEC_KEYS + ('ini', 'ini_path', 'request_id', 'host', 'priority')
 
 def fleet_argument_spec():
     """Store, capacity sources and agent connection options (the claim module's, with agent_timeout: `timeout` is the wait's)."""
-    return dict(
+    spec = dict(
         store=dict(type='str', fallback=(env_fallback, ['ORCHESTRA_QUEUE_STORE'])),
         hosts=dict(type='list', elements='str', default=[]),
         subnets=dict(type='list', elements='str', default=[]),
@@ -39,16 +39,9 @@ def fleet_argument_spec():
         exclude=dict(type='list', elements='str', default=[]),
         workflows_per_host=dict(type='int', default=1),
         claim_ttl=dict(type='int', default=60),
-        port=dict(type='int', fallback=(env_fallback, ['ORCHESTRA_FLEET_PORT'])),
-        scheme=dict(type='str', choices=['http', 'https'], fallback=(env_fallback, ['ORCHESTRA_FLEET_SCHEME'])),
-        validate_certs=dict(type='bool', default=True),
-        ca_path=dict(type='path', fallback=(env_fallback, ['ORCHESTRA_FLEET_CA_PATH'])),
-        token=dict(type='str', no_log=True, fallback=(env_fallback, ['ORCHESTRA_FLEET_TOKEN', 'ORCHESTRA_AGENT_TOKEN'])),
-        token_file=dict(type='path', fallback=(env_fallback, ['ORCHESTRA_FLEET_TOKEN_FILE'])),
-        auth_reads=dict(type='bool', default=False),
-        agent_timeout=dict(type='float', default=5.0),
-        concurrency=dict(type='int', default=16),
     )
+    spec.update(agent_options.agent_connection_spec('agent_timeout'))
+    return spec
 
 
 def spec_from(entry, defaults=None):

@@ -162,14 +162,15 @@ would_claim:
   elements: str
 '''
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.orchestra.fleet.plugins.module_utils import agent_client
+from ansible_collections.orchestra.fleet.plugins.module_utils import agent_options
 from ansible_collections.orchestra.fleet.plugins.module_utils import fleet_claims
 
 
 def argument_spec():
-    return dict(
+    spec = dict(
         state=dict(type='str', choices=['claimed', 'renewed', 'released'], default='claimed'),
         hosts=dict(type='list', elements='str', default=[]),
         count=dict(type='int', default=1),
@@ -190,16 +191,9 @@ def argument_spec():
             expires_at=dict(type='str'),
             created_at=dict(type='str'),
         )),
-        port=dict(type='int', fallback=(env_fallback, ['ORCHESTRA_FLEET_PORT'])),
-        scheme=dict(type='str', choices=['http', 'https'], fallback=(env_fallback, ['ORCHESTRA_FLEET_SCHEME'])),
-        validate_certs=dict(type='bool', default=True),
-        ca_path=dict(type='path', fallback=(env_fallback, ['ORCHESTRA_FLEET_CA_PATH'])),
-        token=dict(type='str', no_log=True, fallback=(env_fallback, ['ORCHESTRA_FLEET_TOKEN', 'ORCHESTRA_AGENT_TOKEN'])),
-        token_file=dict(type='path', fallback=(env_fallback, ['ORCHESTRA_FLEET_TOKEN_FILE'])),
-        auth_reads=dict(type='bool', default=False),
-        timeout=dict(type='float', default=5.0),
-        concurrency=dict(type='int', default=16),
     )
+    spec.update(agent_options.agent_connection_spec())
+    return spec
 
 
 def client_factory(params):
