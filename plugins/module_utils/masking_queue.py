@@ -362,7 +362,8 @@ class MaskingQueue:
 
     def _jobs_out(self, rows):
         engines = self._store.engines() if any(row['state'] == QUEUED for row in rows) else []
-        return [job_dict(row) for row in explain(rows, engines, self.clock(), self.policy)]
+        now = self.clock()
+        return [job_dict(row, now) for row in explain(rows, engines, now, self.policy)]
 
     def _job_out(self, row):
         return self._jobs_out([row])[0]

@@ -29,22 +29,24 @@ def iso(epoch):
     return moment.strftime('%Y-%m-%dT%H:%M:%S.') + '%03dZ' % (moment.microsecond // 1000)
 
 
-def job_dict(row):
-    """A job row -> the dict the modules return (times as ISO-8601 UTC)."""
+def job_dict(row, now=None):
+    """A job row -> the dict the modules return (times as ISO-8601 UTC); `now` (our clock) dates a running job's elapsed time."""
     job = dict((key, row.get(key)) for key in JOB_KEYS)
     job['kind'] = kind_of(row)
     job['cancel_requested'] = bool(row['cancel_requested'])
     job.update((key, iso(row[key])) for key in JOB_TIMES)
-    job['progress'] = progress(row)
+    job['progress'] = progress(row, now)
     return job
 
 
-def progress(row):
+def progress(row, now=None):
     """How far a job is, from the rows the poll step last recorded (pure; epoch times as stored).
 
     percent: rows_masked / rows_total (None while unknown or while the engine counts: rowsTotal -1);
     rows_per_second: the observed rate from the start to the last recorded update; eta_at: when the rest
     would be done at that rate (ISO-8601 UTC). An ended job is 100 % when it masked anything.
+    elapsed_seconds: how long it has run (to its end, or to `now` while it runs; our clock at both ends), the one
+    progress a fleet workflow has, since an agent reports no rows.
     """
     masked, total = row.get('rows_masked'), row.get('rows_total')
     started, updated = row.get('started_at'), row.get('updated_at')
@@ -56,7 +58,10 @@ def progress(row):
         rate = masked / float(updated - started)
         if row.get('state') in RUNNING_STATES and percent is not None and rate > 0:
             eta = iso(updated + max(0, total - masked) / rate)
-    return {'percent': percent, 'counting': counting, 'rows_per_second': round(rate, 1) if rate else None, 'eta_at': eta}
+    end = row.get('finished_at') or (now if row.get('state') in RUNNING_STATES else None)
+    elapsed = round(max(0.0, end - started), 1) if started is not None and end is not None else None
+    return {'percent': percent, 'counting': counting, 'rows_per_second': round(rate, 1) if rate else None, 'eta_at': eta,
+            'elapsed_seconds': elapsed}
 
 
 def engine_dict(engine):

@@ -93,7 +93,8 @@ jobs:
       M(orchestra.fleet.masking_job) RV(orchestra.fleet.masking_job#module:timings).
     - Each job also has C(progress), from the row counts the poll step records while the engine runs the job
       (C(percent), null while unknown; C(counting), true while the engine still counts rows; C(rows_per_second), the
-      observed rate; C(eta_at), when the rest would be done at that rate, ISO-8601 UTC).
+      observed rate; C(eta_at), when the rest would be done at that rate, ISO-8601 UTC; C(elapsed_seconds), how long
+      it has run so far or ran, also for workflow jobs, whose agents report no rows).
     - Workflow jobs on the fleet (M(orchestra.fleet.workflow_job)) are listed beside masking jobs, told apart by
       C(kind) (V(masking) or V(fleet)); a workflow's C(engine) is its host, its C(execution_id) the fencing number of
       the host claim it started under, and C(workflow_id) the agent's id of it (null for masking jobs).
@@ -123,7 +124,7 @@ jobs:
       engine_status: null
       cancel_requested: false
       timings: {queued_seconds: null, run_seconds: null, total_seconds: null}
-      progress: {percent: null, counting: false, rows_per_second: null, eta_at: null}
+      progress: {percent: null, counting: false, rows_per_second: null, eta_at: null, elapsed_seconds: null}
 engines:
   description:
     - The registered engines (see M(orchestra.fleet.masking_engine) RV(orchestra.fleet.masking_engine#module:engine) for the keys).

@@ -143,11 +143,21 @@ def test_window_options():
 
 def test_progress_of_a_running_job():
     row = dict(state='RUNNING', rows_masked=250, rows_total=1000, started_at=NOW, updated_at=NOW + 10)
-    assert progress(row) == {'percent': 25.0, 'counting': False, 'rows_per_second': 25.0, 'eta_at': '2027-01-15T08:00:40.000Z'}
+    assert progress(row) == {'percent': 25.0, 'counting': False, 'rows_per_second': 25.0, 'eta_at': '2027-01-15T08:00:40.000Z',
+                             'elapsed_seconds': None}
     counting = progress(dict(row, rows_masked=0, rows_total=-1))
     assert counting['counting'] is True and counting['percent'] is None and counting['eta_at'] is None
     assert progress(dict(row, state='SUCCEEDED', rows_masked=1000))['eta_at'] is None
     assert progress(dict(row, rows_masked=None, rows_total=None))['percent'] is None
+
+
+def test_elapsed_time_is_the_progress_a_workflow_has():
+    # An agent reports no rows: how long a workflow has run is what an operator can see of it.
+    workflow = dict(state='RUNNING', kind='fleet', rows_masked=None, rows_total=None, started_at=NOW, updated_at=NOW)
+    assert progress(workflow, now=NOW + 42.04)['elapsed_seconds'] == 42.0
+    assert progress(workflow)['elapsed_seconds'] is None                       # no clock given: unknown, not zero
+    assert progress(dict(workflow, state='SUCCEEDED', finished_at=NOW + 90), now=NOW + 500)['elapsed_seconds'] == 90.0
+    assert progress(dict(workflow, state='QUEUED', started_at=None), now=NOW + 5)['elapsed_seconds'] is None
 
 
 def test_report_shows_percent_and_time_left_of_a_running_job():
