@@ -282,4 +282,3 @@ class TestUpgradeInPlace:
         assert proc.returncode == 0, proc.stdout[-6000:]
         for host in lab.hosts:
             assert recap[host.hostname]['changed'] == 0, proc.stdout[-4000:]
-
