@@ -15,13 +15,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
 from ansible_collections.orchestra.fleet.plugins.module_utils import agent_client
 from tests.support.ansible_json import plain
 from tests.support.agent_proc import start_agent
+from tests.support.fleet_lab import docker, remove_containers, wait_state
 from tests.support.lab import docker_engine
 from tests.support.lab.paths import lab_dir
 from tests.support.netns import NetnsLab, Sshd, make_client_key
@@ -32,31 +32,6 @@ MISBEHAVING = ('reset', 'tarpit', 'html', 'garbage', 'wrong_json')
 COLLECTION = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 Fleet = collections.namedtuple('Fleet', 'lab hosts agents key workdir suite_label')
-
-
-def docker(*args, check=True):
-    return subprocess.run(['docker'] + list(args), check=check, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_state(address, wanted, timeout=30):
-    client = agent_client.AgentClient(agent_client.agent_url(address), timeout=2)
-    deadline = time.monotonic() + timeout
-    state = None
-    while time.monotonic() < deadline:
-        try:
-            state = client.state()['state']
-        except agent_client.AgentError:
-            state = None
-        if state == wanted:
-            return
-        time.sleep(0.1)
-    raise RuntimeError('%s stayed %s, wanted %s' % (address, state, wanted))
-
-
-def remove_containers(label):
-    ids = docker('ps', '-aq', '--filter', 'label=%s' % label).stdout.split()
-    if ids:
-        docker('rm', '-f', *ids, check=False)
 
 
 @pytest.fixture(scope='session')
