@@ -15,17 +15,7 @@ from ansible_collections.orchestra.fleet.plugins.module_utils.fleet_queue import
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors import InvalidRequest, NoCarrier, UnknownEngine
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_queue import MaskingQueue
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_states import FLEET
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += max(seconds, 0.001)
+from tests.support.fake_clock import Clock
 
 
 class FakeAgent:

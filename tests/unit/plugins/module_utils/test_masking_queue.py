@@ -14,19 +14,9 @@ from ansible_collections.orchestra.fleet.plugins.module_utils.masking_errors imp
     DriverError, EngineAuthError, EngineConflict, EngineJobAmbiguous, EngineJobNotFound, EngineNotReached, EngineUnavailable, InvalidRequest,
     MissingCredentials, UnknownEngine, UnknownJob)
 from ansible_collections.orchestra.fleet.plugins.module_utils.masking_queue import MaskingQueue, decide, explain
+from tests.support.fake_clock import Clock
 
 SECRET = 'pw-that-must-never-be-stored'
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += max(seconds, 0.001)
 
 
 class FakeEngine:
